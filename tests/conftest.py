@@ -47,8 +47,15 @@ def start_server(name: str, *args: str) -> Server:
     log = DATA_DIR / f"{name}.log"
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     command = [
-        str(Path(sys.executable).parent / "fimgate"), "serve", "--model", TEST_MODEL,
-        "--port", str(port), "--data-dir", str(DATA_DIR), *args,
+        str(Path(sys.executable).parent / "fimgate"),
+        "serve",
+        "--model",
+        TEST_MODEL,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(DATA_DIR),
+        *args,
     ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

@@ -36,7 +36,9 @@ def test_sdk_complete(sdk: Mistral) -> None:
 
 
 def test_sdk_stream_matches_complete(sdk: Mistral) -> None:
-    kwargs = dict(model="codestral-2501", prompt=PREFIX, suffix=SUFFIX, max_tokens=12, temperature=0)
+    kwargs = dict(
+        model="codestral-2501", prompt=PREFIX, suffix=SUFFIX, max_tokens=12, temperature=0
+    )
     whole = sdk.fim.complete(**kwargs)
     events = list(sdk.fim.stream(**kwargs))
     chunks = [e.data for e in events]
@@ -60,11 +62,21 @@ def test_sdk_lists_models(sdk: Mistral) -> None:
 @pytest.mark.parametrize("api_base", ["/mistral/eu/v1/", "/api/public/mistral/eu/v1/"])
 def test_continue_adapter_fim_stream(server, sdk: Mistral, api_base: str) -> None:
     assert (CONTINUE_DIR / "node_modules").exists(), "run npm ci in tests/continue (.ci/run does)"
-    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX,
-            "max_tokens": 12, "temperature": 0}
+    body = {
+        "model": "codestral-latest",
+        "prompt": PREFIX,
+        "suffix": SUFFIX,
+        "max_tokens": 12,
+        "temperature": 0,
+    }
     arg = json.dumps({"apiBase": server.url + api_base, "apiKey": "test-key", "body": body})
-    out = subprocess.run(["node", "fim_stream.mjs", arg], cwd=CONTINUE_DIR,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["node", "fim_stream.mjs", arg],
+        cwd=CONTINUE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     expected = sdk.fim.complete(**body).choices[0].message.content

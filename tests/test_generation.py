@@ -100,8 +100,14 @@ def _lines(response: httpx.Response) -> Iterator[dict]:
 
 def test_stream_disconnect_stops_generation(server: Server) -> None:
     before = _wait_idle(server)
-    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX,
-            "max_tokens": 400, "min_tokens": 400, "stream": True}
+    body = {
+        "model": "codestral-latest",
+        "prompt": PREFIX,
+        "suffix": SUFFIX,
+        "max_tokens": 400,
+        "min_tokens": 400,
+        "stream": True,
+    }
     with server.client() as c, c.stream("POST", URL, json=body) as response:
         assert response.status_code == 200
         got = 0
@@ -119,8 +125,13 @@ def test_stream_disconnect_stops_generation(server: Server) -> None:
 
 def test_non_stream_disconnect_stops_generation(server: Server) -> None:
     before = _wait_idle(server)
-    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX,
-            "max_tokens": 400, "min_tokens": 400}
+    body = {
+        "model": "codestral-latest",
+        "prompt": PREFIX,
+        "suffix": SUFFIX,
+        "max_tokens": 400,
+        "min_tokens": 400,
+    }
     with server.client() as c, pytest.raises(httpx.ReadTimeout):
         c.post(URL, json=body, timeout=2.0)
     after = _wait_idle(server)

@@ -40,8 +40,12 @@ def test_stop_matcher(stops, deltas, expected) -> None:
 
 def _fake_model(tmp_path: Path, data: bytes) -> modelpack.PackagedModel:
     return modelpack.PackagedModel(
-        name="tiny", extra="x", packages=(), size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(), summary="",
+        name="tiny",
+        extra="x",
+        packages=(),
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        summary="",
     )
 
 

@@ -76,7 +76,9 @@ def _usage(done: Finished) -> UsageInfo:
     )
 
 
-async def _prepare(request: Request, region: str | None, body: FimCompletionRequest):
+async def _prepare(
+    request: Request, region: str | None, body: FimCompletionRequest
+) -> tuple[ServedModel, FimJob, EncodedPrompt]:
     _check_region(request, region)
     try:
         served = _registry(request).resolve(body.model)
@@ -87,7 +89,13 @@ async def _prepare(request: Request, region: str | None, body: FimCompletionRequ
         prompt = await served.engine.encode(job)
     except PromptTooLong as exc:
         raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
+    except EngineError as exc:
+        raise _engine_failed(exc) from None
     return served, job, prompt
+
+
+def _engine_failed(exc: EngineError) -> ApiError:
+    return ApiError(503, f"the model failed: {exc}", type="engine_error")
 
 
 async def fim_completions(
@@ -109,7 +117,7 @@ async def fim_completions(
             else:
                 text.append(event.text)
     except EngineError as exc:
-        raise ApiError(503, f"the model failed: {exc}", type="engine_error") from None
+        raise _engine_failed(exc) from None
     if done is None:  # the client went away; nobody reads this
         return JSONResponse({}, status_code=499)
     response = FimCompletionResponse(
