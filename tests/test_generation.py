@@ -92,6 +92,16 @@ def _wait_idle(server: Server, timeout: float = 15) -> dict[str, int]:
     raise AssertionError(f"engine still busy: {server.stats()}")
 
 
+# A request that would run for half a minute: min_tokens keeps the model from ending early.
+LONG = {
+    "model": "codestral-latest",
+    "prompt": PREFIX,
+    "suffix": SUFFIX,
+    "max_tokens": 400,
+    "min_tokens": 400,
+}
+
+
 def _lines(response: httpx.Response) -> Iterator[dict]:
     for line in response.iter_lines():
         if line.startswith("data: {"):
@@ -100,14 +110,7 @@ def _lines(response: httpx.Response) -> Iterator[dict]:
 
 def test_stream_disconnect_stops_generation(server: Server) -> None:
     before = _wait_idle(server)
-    body = {
-        "model": "codestral-latest",
-        "prompt": PREFIX,
-        "suffix": SUFFIX,
-        "max_tokens": 400,
-        "min_tokens": 400,
-        "stream": True,
-    }
+    body = {**LONG, "stream": True}
     with server.client() as c, c.stream("POST", URL, json=body) as response:
         assert response.status_code == 200
         got = 0
@@ -125,15 +128,8 @@ def test_stream_disconnect_stops_generation(server: Server) -> None:
 
 def test_non_stream_disconnect_stops_generation(server: Server) -> None:
     before = _wait_idle(server)
-    body = {
-        "model": "codestral-latest",
-        "prompt": PREFIX,
-        "suffix": SUFFIX,
-        "max_tokens": 400,
-        "min_tokens": 400,
-    }
     with server.client() as c, pytest.raises(httpx.ReadTimeout):
-        c.post(URL, json=body, timeout=2.0)
+        c.post(URL, json=LONG, timeout=2.0)
     after = _wait_idle(server)
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["generated_tokens"] - before["generated_tokens"] < 100
