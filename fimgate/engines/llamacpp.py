@@ -35,6 +35,7 @@ from fimgate.engines.base import (
     EngineEvent,
     FimJob,
     Finished,
+    FinishReason,
     PromptTooLong,
     TextDelta,
 )
@@ -190,7 +191,7 @@ class LlamaCppEngine:
         yield Finished(self._finish_reason(llama_reason, job, produced), prompt.tokens, produced)
 
     @staticmethod
-    def _finish_reason(llama_reason: str | None, job: FimJob, produced: int) -> Any:
+    def _finish_reason(llama_reason: str | None, job: FimJob, produced: int) -> FinishReason:
         if llama_reason == "stop":
             return "stop"
         if job.max_tokens is not None and produced >= job.max_tokens:
