@@ -21,6 +21,7 @@ from fimgate.api.schemas import (
     DeltaMessage,
     FimCompletionRequest,
     FimCompletionResponse,
+    FinishReason,
     ModelCard,
     ModelList,
     StreamChoice,
@@ -142,34 +143,37 @@ async def _sse(
     completion_id: str,
     created: int,
 ) -> AsyncIterator[bytes]:
-    def chunk(delta: DeltaMessage, finish: Finished | None = None) -> bytes:
+    def chunk(
+        content: str = "", finish_reason: FinishReason | None = None, usage: UsageInfo | None = None
+    ) -> bytes:
         return sse_event(
             CompletionChunk(
                 id=completion_id,
                 created=created,
                 model=served.name,
-                choices=[StreamChoice(delta=delta, finish_reason=finish and finish.finish_reason)],
-                usage=_usage(finish) if finish else None,
+                choices=[
+                    StreamChoice(delta=DeltaMessage(content=content), finish_reason=finish_reason)
+                ],
+                usage=usage,
             )
         )
 
-    yield chunk(DeltaMessage(role="assistant", content=""))
+    first = CompletionChunk(
+        id=completion_id,
+        created=created,
+        model=served.name,
+        choices=[StreamChoice(delta=DeltaMessage(role="assistant", content=""))],
+    )
+    yield sse_event(first)
     try:
         async for event in until_disconnected(request, served.engine.generate(prompt, job)):
             if isinstance(event, Finished):
-                yield chunk(DeltaMessage(content=""), event)
+                yield chunk(finish_reason=event.finish_reason, usage=_usage(event))
             else:
-                yield chunk(DeltaMessage(content=event.text))
+                yield chunk(event.text)
     except EngineError:
         # Headers are sent already: end the stream with an error finish, as Mistral does.
-        yield sse_event(
-            CompletionChunk(
-                id=completion_id,
-                created=created,
-                model=served.name,
-                choices=[StreamChoice(delta=DeltaMessage(content=""), finish_reason="error")],
-            )
-        )
+        yield chunk(finish_reason="error")
     yield SSE_DONE
 
 

@@ -107,11 +107,12 @@ class LlamaCppEngine:
 
             candidates = [get_template(name)] if name else list(FIM_TEMPLATES.values())
             for template in candidates:
-                ids = {m: single_token(m) for m in template.markers}
-                if all(v is not None for v in ids.values()):
+                found = {m: single_token(m) for m in template.markers}
+                markers = {m: v for m, v in found.items() if v is not None}
+                if len(markers) == len(found):
                     props = client.get("/props").json()
                     bos = single_token(props.get("bos_token") or "") if template.add_bos else None
-                    return template, {m: v for m, v in ids.items() if v is not None}, bos
+                    return template, markers, bos
         wanted = f"template {name!r}" if name else "any known FIM template"
         raise EngineError(f"this model's vocabulary lacks the special tokens of {wanted}")
 
