@@ -1,4 +1,5 @@
-"""The one command-line entry point: ``fimgate serve | models``."""
+"""The one command-line entry point: ``fimgate serve | models | workspaces | keys | limits |
+usage``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fimgate import modelpack
+from fimgate.cli_admin import COMMANDS
 from fimgate.config import CODESTRAL_ALIASES, Settings
 
 console = Console(stderr=True)
@@ -53,6 +55,17 @@ def main() -> None:
 @click.option("--parallel", "n_parallel", type=int, help="Parallel sequences (default 4).")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--fim-template", help="FIM template family (default: detect from the model).")
+@click.option("--database-url", help="Keys, limits, usage (default: SQLite in the data folder).")
+@click.option("--redis-url", help="Share rate limits between replicas through Redis.")
+@click.option(
+    "--bootstrap-key-file",
+    type=click.Path(path_type=Path),
+    help="Where the first API key is written when none exists (default: DATA_DIR/first-api-key).",
+)
+@click.option(
+    "--allowed-origin", "allowed_origins", multiple=True,
+    help="A browser origin allowed to call the API (default: none, browsers get 403).",
+)
 def serve(**options: Any) -> None:
     """Serve the FIM API (assembles the packaged model on first use)."""
     import uvicorn
@@ -60,12 +73,23 @@ def serve(**options: Any) -> None:
     from fimgate.api.app import create_app
     from fimgate.engines.llamacpp import LlamaCppEngine, LlamaCppOptions
     from fimgate.engines.registry import ModelRegistry, ServedModel
+    from fimgate.gateway.bootstrap import ensure_first_key, open_gateway
 
     settings = _settings(**options)
     try:
         paths = [modelpack.locate(m, settings.data_dir) for m in settings.models]
     except modelpack.ModelPackError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        gateway = open_gateway(settings)
+    except Exception as exc:  # an unreachable or unusable database: say which, and stop
+        raise click.ClickException(f"cannot open the database: {exc}") from None
+    if ensure_first_key(gateway.keys, settings.first_key_file):
+        console.print(
+            f"fimgate: no API key existed, so workspace 'default' and its first key were "
+            f"created; the key is in {settings.first_key_file} (readable only by you). "
+            f"Send it as 'Authorization: Bearer <key>'; more with `fimgate keys create`."
+        )
 
     def load_models() -> ModelRegistry:
         registry = ModelRegistry()
@@ -92,8 +116,12 @@ def serve(**options: Any) -> None:
         f"fimgate: loading {', '.join(settings.models)}; "
         f"serving on http://{settings.host}:{settings.port}"
     )
-    app = create_app(settings, load_models)
+    app = create_app(settings, load_models, gateway)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 @main.group()

@@ -43,7 +43,34 @@ class Settings(BaseSettings):
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 
-    @field_validator("models", "regions", mode="before")
+    # -- the gateway ------------------------------------------------------------------------
+    # Workspaces, keys, limits and usage: SQLite in data_dir unless a URL is given
+    # (postgresql://user@host/db for several replicas).
+    database_url: str | None = None
+    # Rate limits in-process unless a Redis URL is given (shared by every replica).
+    redis_url: str | None = None
+    # The hosted service's limits, per workspace and model; `fimgate limits set` overrides.
+    default_rpm: int = Field(default=500, ge=1)
+    default_tpm: int = Field(default=60_000, ge=1)
+    # Completion tokens reserved at admission (or max_tokens, if smaller). Continue sends
+    # max_tokens 4096 on every keystroke; reserving that would allow ~14 requests a minute.
+    # The reservation is settled to the real count when the request ends.
+    reserve_output_tokens: int = Field(default=64, ge=0)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Browser origins allowed to call the API (they get CORS); any other Origin is a 403.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Where `serve` writes the first API key when the database has none.
+    bootstrap_key_file: Path | None = None
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'fimgate.db'}"
+
+    @property
+    def first_key_file(self) -> Path:
+        return self.bootstrap_key_file or self.data_dir / "first-api-key"
+
+    @field_validator("models", "regions", "allowed_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         # FIMGATE_REGIONS=eu,us reads naturally.

@@ -1,7 +1,10 @@
 """Tests run against a real ``fimgate serve`` on 127.0.0.1 with the real 0.5B model.
 
 The model is assembled from its installed PyPI parts into ``.test-data/`` (kept between runs:
-the digest check is what is re-done, cheaply). Servers are started once per session.
+the digest check is what is re-done, cheaply). Each server gets its own fresh database and
+uses the first key ``serve`` makes for it. Real ``postgres`` and ``redis-server`` processes
+are started for the tests that need them (skipped where the machine lacks them; ``.ci/run``
+installs both).
 """
 
 from __future__ import annotations
@@ -12,15 +15,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.services import PostgresServer, RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FIMGATE_TEST_DATA_DIR", ROOT / ".test-data"))
 TEST_MODEL = "qwen2.5-coder-0.5b"
+
+
+FIMGATE = str(Path(sys.executable).parent / "fimgate")
 
 
 @dataclass
@@ -28,9 +36,17 @@ class Server:
     url: str
     process: subprocess.Popen
     log: Path
+    database_url: str
+    key: str = field(repr=False)
 
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120, **kwargs)
+    def client(self, key: str | None = None, **kwargs) -> httpx.Client:
+        """A client sending ``key`` (default: the server's first key)."""
+        headers = {"Authorization": f"Bearer {key or self.key}", **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.url, timeout=120, headers=headers, **kwargs)
+
+    def cli(self, *args: str) -> str:
+        """Run a management command against this server's database; returns stdout."""
+        return fimgate_cli(self.database_url, *args)
 
     def stats(self) -> dict[str, int]:
         return httpx.get(f"{self.url}/health", timeout=10).json()["models"][TEST_MODEL]
@@ -42,23 +58,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(name: str, *args: str) -> Server:
+def fimgate_cli(database_url: str, *args: str) -> str:
+    done = subprocess.run(
+        [FIMGATE, *args, "--data-dir", str(DATA_DIR), "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"fimgate {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def sqlite_url(name: str) -> str:
+    db = DATA_DIR / f"{name}.db"
+    for path in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
+        path.unlink(missing_ok=True)
+    return f"sqlite:///{db}"
+
+
+def start_server(
+    name: str, *args: str, database_url: str | None = None, env: dict[str, str] | None = None
+) -> Server:
+    """Start ``fimgate serve`` with a fresh database (SQLite unless ``database_url``)."""
     port = _free_port()
-    log = DATA_DIR / f"{name}.log"
     DATA_DIR.mkdir(parents=True, exist_ok=True)
+    log = DATA_DIR / f"{name}.log"
+    key_file = DATA_DIR / f"{name}.key"
+    key_file.unlink(missing_ok=True)
+    database_url = database_url or sqlite_url(name)
     command = [
-        str(Path(sys.executable).parent / "fimgate"),
-        "serve",
-        "--model",
-        TEST_MODEL,
-        "--port",
-        str(port),
-        "--data-dir",
-        str(DATA_DIR),
-        *args,
-    ]
+        FIMGATE, "serve", "--model", TEST_MODEL, "--port", str(port),
+        "--data-dir", str(DATA_DIR), "--database-url", database_url,
+        "--bootstrap-key-file", str(key_file), *args,
+    ]  # fmt: skip
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300  # first run assembles the model
     while time.monotonic() < deadline:
@@ -66,7 +103,8 @@ def start_server(name: str, *args: str) -> Server:
             raise RuntimeError(f"fimgate serve exited:\n{log.read_text()}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return Server(url, process, log)
+                key = key_file.read_text().strip() if key_file.exists() else ""
+                return Server(url, process, log, database_url, key)
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -93,3 +131,21 @@ def server() -> Iterator[Server]:
 def http(server: Server) -> Iterator[httpx.Client]:
     with server.client() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    pg = PostgresServer.start(DATA_DIR)
+    if pg is None:
+        pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    rs = RedisServer.start()
+    if rs is None:
+        pytest.skip("redis-server is not installed here (.ci/run installs it)")
+    yield rs
+    rs.stop()

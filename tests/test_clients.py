@@ -17,7 +17,7 @@ CONTINUE_DIR = Path(__file__).parent / "continue"
 
 @pytest.fixture
 def sdk(server) -> Mistral:
-    return Mistral(api_key="test-key", server_url=f"{server.url}/mistral/eu")
+    return Mistral(api_key=server.key, server_url=f"{server.url}/mistral/eu")
 
 
 def test_sdk_complete(sdk: Mistral) -> None:
@@ -69,7 +69,7 @@ def test_continue_adapter_fim_stream(server, sdk: Mistral, api_base: str) -> Non
         "max_tokens": 12,
         "temperature": 0,
     }
-    arg = json.dumps({"apiBase": server.url + api_base, "apiKey": "test-key", "body": body})
+    arg = json.dumps({"apiBase": server.url + api_base, "apiKey": server.key, "body": body})
     out = subprocess.run(
         ["node", "fim_stream.mjs", arg],
         cwd=CONTINUE_DIR,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Server, start_server, stop_server
+from tests.conftest import Server, start_server, stop_server
 
 URL = "/mistral/eu/v1/fim/completions"
 PREFIX = "def fibonacci(n):\n    "

@@ -88,7 +88,7 @@ def test_local_path_must_be_gguf(tmp_path: Path) -> None:
 
 def test_packaged_test_model_is_assembled_and_verified(server) -> None:
     # The server fixture assembled it from the installed parts; verify from scratch.
-    from conftest import DATA_DIR, TEST_MODEL
+    from tests.conftest import DATA_DIR, TEST_MODEL
 
     model = modelpack.PACKAGED_MODELS[TEST_MODEL]
     path = modelpack.model_path(model, DATA_DIR)

@@ -9,14 +9,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fimgate.api.errors import install_error_handlers
+from fimgate.api.middleware import Authenticate, LimitBodySize, RefuseBrowserOrigins
 from fimgate.api.routes import build_router
 from fimgate.config import Settings
 from fimgate.engines.registry import ModelRegistry
+from fimgate.gateway.core import Gateway
 
 
-def create_app(settings: Settings, load_models: Callable[[], ModelRegistry]) -> FastAPI:
+def create_app(
+    settings: Settings, load_models: Callable[[], ModelRegistry], gateway: Gateway
+) -> FastAPI:
     """``load_models`` runs at start-up (model loading takes seconds) and its engines are
-    closed at shutdown; the server answers nothing, /health included, until they are ready."""
+    closed at shutdown; the server answers nothing, /health included, until they are ready.
+    The gateway (keys, limits, ledger) is closed at shutdown too."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -27,9 +32,15 @@ def create_app(settings: Settings, load_models: Callable[[], ModelRegistry]) -> 
         finally:
             for model in app.state.registry.models:
                 await model.engine.aclose()
+            await gateway.aclose()
 
     app = FastAPI(title="fimgate", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.gateway = gateway
     install_error_handlers(app)
     app.include_router(build_router())
+    # Added innermost first: a request meets the origin policy, then auth, then the size cap.
+    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Authenticate)
+    app.add_middleware(RefuseBrowserOrigins, allowed=settings.allowed_origins)
     return app

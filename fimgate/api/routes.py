@@ -7,7 +7,6 @@ Mistral path (``/v1/...``), and both again under the deployment prefix ``/api/pu
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -31,6 +30,7 @@ from fimgate.api.streaming import SSE_DONE, SSE_HEADERS, sse_event, until_discon
 from fimgate.config import Settings
 from fimgate.engines.base import EncodedPrompt, EngineError, FimJob, Finished, PromptTooLong
 from fimgate.engines.registry import ModelRegistry, ServedModel, UnknownModel
+from fimgate.gateway.core import Gateway, NeverFits, RateLimited, RequestUsage
 
 DEPLOYMENT_PREFIXES = ("", "/api/public")
 
@@ -41,6 +41,14 @@ def _settings(request: Request) -> Settings:
 
 def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _usage(request: Request) -> RequestUsage:
+    return request.state.usage  # opened by the Authenticate middleware
 
 
 def _check_region(request: Request, region: str | None) -> None:
@@ -69,7 +77,7 @@ def _to_job(body: FimCompletionRequest, settings: Settings) -> FimJob:
     )
 
 
-def _usage(done: Finished) -> UsageInfo:
+def _usage_info(done: Finished) -> UsageInfo:
     return UsageInfo(
         prompt_tokens=done.prompt_tokens,
         completion_tokens=done.completion_tokens,
@@ -92,7 +100,22 @@ async def _prepare(
         raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
     except EngineError as exc:
         raise _engine_failed(exc) from None
+    await _admit(request, served, job, prompt)
     return served, job, prompt
+
+
+async def _admit(
+    request: Request, served: ServedModel, job: FimJob, prompt: EncodedPrompt
+) -> None:
+    room = served.engine.context_length - prompt.tokens
+    max_new = room if job.max_tokens is None else min(job.max_tokens, room)
+    try:
+        await _gateway(request).admit(_usage(request), served.name, prompt.tokens, max_new)
+    except NeverFits as exc:
+        raise ApiError(413, str(exc), code="exceeds_token_rate_limit", param="prompt") from None
+    except RateLimited as exc:
+        # The Retry-After and x-ratelimit-* headers come from the Authenticate middleware.
+        raise ApiError(429, str(exc), type="rate_limit_error", code="rate_limit_exceeded") from None
 
 
 def _engine_failed(exc: EngineError) -> ApiError:
@@ -103,7 +126,8 @@ async def fim_completions(
     request: Request, body: FimCompletionRequest, region: str | None = None
 ) -> object:
     served, job, prompt = await _prepare(request, region, body)
-    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    usage = _usage(request)
+    completion_id = usage.request_id  # the ledger's request id, so the two can be matched
     created = int(time.time())
     if body.stream:
         stream = _sse(request, served, job, prompt, completion_id, created)
@@ -117,15 +141,17 @@ async def fim_completions(
                 done = event
             else:
                 text.append(event.text)
+                usage.completion_tokens = event.tokens
     except EngineError as exc:
         raise _engine_failed(exc) from None
     if done is None:  # the client went away; nobody reads this
         return JSONResponse({}, status_code=499)
+    usage.completion_tokens = done.completion_tokens
     response = FimCompletionResponse(
         id=completion_id,
         model=served.name,
         created=created,
-        usage=_usage(done),
+        usage=_usage_info(done),
         choices=[
             ChatCompletionChoice(
                 message=AssistantMessage(content="".join(text)), finish_reason=done.finish_reason
@@ -165,15 +191,23 @@ async def _sse(
         choices=[StreamChoice(delta=DeltaMessage(role="assistant", content=""))],
     )
     yield sse_event(first)
+    usage = _usage(request)
+    usage.cancelled = True  # until the engine says it finished
     try:
         async for event in until_disconnected(request, served.engine.generate(prompt, job)):
             if isinstance(event, Finished):
-                yield chunk(finish_reason=event.finish_reason, usage=_usage(event))
+                usage.completion_tokens = event.completion_tokens
+                usage.cancelled = False
+                yield chunk(finish_reason=event.finish_reason, usage=_usage_info(event))
             else:
+                usage.completion_tokens = event.tokens
                 yield chunk(event.text)
     except EngineError:
         # Headers are sent already: end the stream with an error finish, as Mistral does.
+        usage.cancelled = False
         yield chunk(finish_reason="error")
+    # Settled and recorded before [DONE]: a client that saw the end has its ledger row.
+    await _gateway(request).close(usage, 200)
     yield SSE_DONE
 
 

@@ -38,6 +38,7 @@ class EncodedPrompt:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    tokens: int  # completion tokens generated so far (what a cancelled request is charged)
 
 
 @dataclass(frozen=True)

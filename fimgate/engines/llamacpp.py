@@ -169,7 +169,7 @@ class LlamaCppEngine:
                     text += chunk.text
                     produced = chunk.predicted
                     if chunk.text:
-                        yield TextDelta(chunk.text)
+                        yield TextDelta(chunk.text, produced)
             ids += await self._tokenize(text)
             budget = min(budget - produced, self.context_length - len(ids))
         if budget > 0:
@@ -180,7 +180,7 @@ class LlamaCppEngine:
                     produced = base + chunk.predicted
                     text, stopped = stops.feed(chunk.text)
                     if text:
-                        yield TextDelta(text)
+                        yield TextDelta(text, produced)
                     if stopped:
                         llama_reason = "stop"
                         break
@@ -188,7 +188,7 @@ class LlamaCppEngine:
                         llama_reason = chunk.finish_reason
                 else:
                     if rest := stops.flush():
-                        yield TextDelta(rest)
+                        yield TextDelta(rest, produced)
         yield Finished(self._finish_reason(llama_reason, job, produced), prompt.tokens, produced)
 
     @staticmethod

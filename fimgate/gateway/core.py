@@ -1,0 +1,137 @@
+"""The gateway's policies in one place: who is calling, may they, and what did it cost.
+
+The HTTP layer calls, per FIM request: ``authenticate`` → ``open`` → ``admit`` (after the
+prompt is tokenized) → ``close`` (once, whatever happened: answered, refused, cancelled).
+``close`` settles the rate-limit reservation to the real token count and writes the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import anyio
+from anyio.to_thread import run_sync
+
+from fimgate.gateway.keys import KeyStore, Principal
+from fimgate.gateway.limits import LimitBook, Limits
+from fimgate.gateway.ratelimit import Decision, RateLimiter
+from fimgate.gateway.usage import UsageLedger
+from fimgate.store.database import Database
+from fimgate.store.tables import UsageRecord, utcnow
+
+
+class RateLimited(Exception):
+    def __init__(self, decision: Decision, workspace: str, model: str) -> None:
+        limit = decision.limits
+        what = (
+            f"{limit.rpm} requests per minute"
+            if decision.exceeded == "requests"
+            else f"{limit.tpm} tokens per minute"
+        )
+        super().__init__(
+            f"rate limit reached for workspace {workspace!r} on model {model!r}: {what}; "
+            f"retry in {decision.retry_after_seconds} s"
+        )
+        self.decision = decision
+
+
+class NeverFits(Exception):
+    """The prompt alone is over the tokens-per-minute limit: waiting can never help."""
+
+
+@dataclass
+class RequestUsage:
+    """One request's account, filled in as it goes and closed exactly once."""
+
+    principal: Principal
+    request_id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    created_at: datetime = field(default_factory=utcnow)
+    started: float = field(default_factory=time.monotonic)
+    model: str | None = None
+    decision: Decision | None = None
+    admitted: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cancelled: bool = False
+    closed: bool = False
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.principal.workspace_id}:{self.model}"
+
+
+class Gateway:
+    def __init__(
+        self,
+        database: Database,
+        limiter: RateLimiter,
+        defaults: Limits,
+        output_estimate: int,
+    ) -> None:
+        self.database = database
+        self.keys = KeyStore(database)
+        self.limits = LimitBook(database, defaults)
+        self.limiter = limiter
+        self.ledger = UsageLedger(database)
+        # Tokens reserved for the completion at admission (capped by max_tokens); the
+        # reservation is settled to the real count when the request ends.
+        self.output_estimate = output_estimate
+
+    async def authenticate(self, key: str) -> Principal:
+        return await run_sync(self.keys.authenticate, key)
+
+    def open(self, principal: Principal) -> RequestUsage:
+        return RequestUsage(principal)
+
+    async def admit(
+        self, usage: RequestUsage, model: str, prompt_tokens: int, max_new_tokens: int
+    ) -> Decision:
+        """Reserve one request and prompt + expected output tokens, or raise RateLimited."""
+        usage.model = model
+        limits = await run_sync(self.limits.resolve, usage.principal.workspace_id, model)
+        if prompt_tokens > limits.tpm:
+            raise NeverFits(
+                f"the prompt is {prompt_tokens} tokens, more than workspace "
+                f"{usage.principal.workspace!r} may use on model {model!r} in a minute "
+                f"({limits.tpm} tokens); send less context, or raise the limit with "
+                f"`fimgate limits set --tpm`"
+            )
+        reserve = min(prompt_tokens + min(max_new_tokens, self.output_estimate), limits.tpm)
+        decision = await self.limiter.admit(usage.bucket, limits, usage.request_id, reserve)
+        usage.decision = decision
+        if not decision.allowed:
+            raise RateLimited(decision, usage.principal.workspace, model)
+        usage.admitted = True
+        usage.prompt_tokens = prompt_tokens
+        return decision
+
+    async def close(self, usage: RequestUsage, status: int) -> None:
+        """Settle and record the request; later calls do nothing. Shielded: a client that
+        disconnects cancels the request's task, and its account must still be written."""
+        if usage.closed:
+            return
+        usage.closed = True
+        with anyio.CancelScope(shield=True):
+            if usage.admitted:
+                used = usage.prompt_tokens + usage.completion_tokens
+                await self.limiter.settle(usage.bucket, usage.request_id, used)
+            row = UsageRecord(
+                request_id=usage.request_id,
+                created_at=usage.created_at,
+                workspace_id=usage.principal.workspace_id,
+                key_id=usage.principal.key_id,
+                model=usage.model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                status=status,
+                latency_ms=(time.monotonic() - usage.started) * 1000,
+                cancelled=usage.cancelled,
+            )
+            await run_sync(self.ledger.record, row)
+
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
+        self.database.close()

@@ -1,0 +1,114 @@
+"""The sliding log of ``ratelimit`` kept in Redis, so every gateway replica shares one budget.
+
+Each bucket is a sorted set (request id scored by admission time) and a hash (request id to
+reserved tokens). Admission is one Lua script, so check-and-add is atomic across replicas,
+and it reads Redis's own clock, so replicas with skewed clocks still agree on the window.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import redis.asyncio as redis
+
+from fimgate.gateway.limits import Limits
+from fimgate.gateway.ratelimit import WINDOW_SECONDS, Decision
+
+# KEYS: log (zset), tokens (hash).  ARGV: rpm, tpm, request id, tokens, window seconds.
+# Returns: allowed (0/1), requests in window, tokens in window, reset s, retry s, exceeded.
+_ADMIT = """
+local log, amounts = KEYS[1], KEYS[2]
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local id, tokens, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local expired = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
+for _, gone in ipairs(expired) do redis.call('HDEL', amounts, gone) end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window) end
+local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+local held = {}
+local flat = redis.call('HGETALL', amounts)
+for i = 1, #flat, 2 do held[flat[i]] = tonumber(flat[i + 1]) end
+local n = #entries / 2
+local used = 0
+for i = 1, n do used = used + (held[entries[2 * i - 1]] or 0) end
+local wait_requests, wait_tokens = -1, -1
+if n >= rpm then wait_requests = tonumber(entries[2 * (n - rpm) + 2]) + window - now end
+if used + tokens > tpm then
+  wait_tokens = 1e18
+  local left = used
+  for i = 1, n do
+    left = left - (held[entries[2 * i - 1]] or 0)
+    if left + tokens <= tpm then
+      wait_tokens = tonumber(entries[2 * i]) + window - now
+      break
+    end
+  end
+end
+local allowed, wait, exceeded = 1, 0, ''
+if wait_requests >= 0 or wait_tokens >= 0 then
+  allowed = 0
+  if wait_requests >= wait_tokens then
+    wait, exceeded = wait_requests, 'requests'
+  else
+    wait, exceeded = wait_tokens, 'tokens'
+  end
+else
+  redis.call('ZADD', log, now, id)
+  redis.call('HSET', amounts, id, tokens)
+  n = n + 1
+  used = used + tokens
+  entries[#entries + 1] = id
+  entries[#entries + 1] = tostring(now)
+end
+local ttl = math.ceil(window * 1000) + 1000
+redis.call('PEXPIRE', log, ttl)
+redis.call('PEXPIRE', amounts, ttl)
+local reset = 0
+if n > 0 then reset = tonumber(entries[#entries]) + window - now end
+return {allowed, n, used, tostring(reset), tostring(wait), exceeded}
+"""
+
+_SETTLE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 0
+"""
+
+
+class RedisRateLimiter:
+    def __init__(self, url: str, window: float = WINDOW_SECONDS, prefix: str = "fimgate") -> None:
+        self._redis = redis.Redis.from_url(url)
+        self._window = window
+        self._prefix = prefix
+        self._admit = self._redis.register_script(_ADMIT)
+        self._settle = self._redis.register_script(_SETTLE)
+
+    def _keys(self, bucket: str) -> list[str]:
+        # The {hash tag} keeps both keys of a bucket on one Redis Cluster node.
+        base = f"{self._prefix}:ratelimit:{{{bucket}}}"
+        return [f"{base}:log", f"{base}:tokens"]
+
+    async def admit(self, bucket: str, limits: Limits, request_id: str, tokens: int) -> Decision:
+        allowed, count, used, reset, wait, exceeded = await self._admit(
+            keys=self._keys(bucket),
+            args=[limits.rpm, limits.tpm, request_id, tokens, self._window],
+        )
+        reason: Literal["requests", "tokens"] | None = exceeded.decode() or None  # type: ignore[assignment]
+        return Decision(
+            allowed=bool(allowed),
+            limits=limits,
+            remaining_requests=max(0, limits.rpm - int(count)),
+            remaining_tokens=max(0, limits.tpm - int(used)),
+            reset_requests=float(reset),
+            reset_tokens=float(reset),
+            retry_after=float(wait),
+            exceeded=reason,
+        )
+
+    async def settle(self, bucket: str, request_id: str, tokens: int) -> None:
+        await self._settle(keys=self._keys(bucket)[1:], args=[request_id, tokens])
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

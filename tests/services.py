@@ -1,0 +1,126 @@
+"""Real PostgreSQL and Redis servers for the tests, on loopback, in throwaway folders."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+@dataclass
+class PostgresServer:
+    process: subprocess.Popen
+    folder: Path
+    port: int
+
+    @classmethod
+    def start(cls, near: Path) -> PostgresServer | None:
+        initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
+        if not initdb or not postgres:
+            return None
+        folder = Path(tempfile.mkdtemp(prefix="fimgate-pg-"))
+        # PostgreSQL refuses to run as root: run it as the packaged 'postgres' user then.
+        as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(folder, "postgres")
+            as_user = ["runuser", "-u", "postgres", "--"]
+        data = folder / "data"
+        subprocess.run(
+            [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        port = _free_port()
+        process = subprocess.Popen(
+            [
+                *as_user, postgres, "-D", str(data), "-p", str(port), "-k", str(folder),
+                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "log").open("w") if not as_user else subprocess.DEVNULL,
+        )  # fmt: skip
+        server = cls(process, folder, port)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(server.admin_url, connect_timeout=2):
+                    return server
+            except psycopg.OperationalError:
+                time.sleep(0.3)
+        server.stop()
+        raise RuntimeError("postgres did not start")
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        name = f"fimgate_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class RedisServer:
+    process: subprocess.Popen
+    port: int
+
+    @classmethod
+    def start(cls) -> RedisServer | None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            return None
+        port = _free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return cls(process, port)
+            except OSError:
+                time.sleep(0.2)
+        process.kill()
+        raise RuntimeError("redis-server did not start")
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
