@@ -42,7 +42,8 @@ class Server:
     def client(self, key: str | None = None, **kwargs) -> httpx.Client:
         """A client sending ``key`` (default: the server's first key)."""
         headers = {"Authorization": f"Bearer {key or self.key}", **kwargs.pop("headers", {})}
-        return httpx.Client(base_url=self.url, timeout=120, headers=headers, **kwargs)
+        kwargs.setdefault("timeout", 120)
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
     def cli(self, *args: str) -> str:
         """Run a management command against this server's database; returns stdout."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from tests.conftest import Server, start_server, stop_server
 
 URL = "/mistral/eu/v1/fim/completions"
