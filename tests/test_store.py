@@ -11,7 +11,7 @@ from fimgate.gateway.keys import AdminError, InvalidKey, KeyStore, key_id_of
 from fimgate.gateway.limits import LimitBook, Limits
 from fimgate.gateway.usage import UsageLedger
 from fimgate.store.database import Database, open_database
-from fimgate.store.tables import ApiKey, UsageRecord
+from fimgate.store.tables import ApiKey
 from tests.conftest import sqlite_url
 
 
@@ -106,7 +106,7 @@ def test_ledger_rows_filter_by_workspace_and_time(database: Database) -> None:
     now = datetime.now(UTC)
     for i, (ws, age) in enumerate([("a", 120), ("a", 1), ("b", 1)]):
         ledger.record(
-            UsageRecord(
+            dict(
                 request_id=f"r{i}", created_at=now - timedelta(minutes=age),
                 workspace_id=keys.workspace_id(ws), key_id="k", model="m", prompt_tokens=10,
                 completion_tokens=i, status=200, latency_ms=5.0, cancelled=False,

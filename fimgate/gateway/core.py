@@ -20,7 +20,7 @@ from fimgate.gateway.limits import LimitBook, Limits
 from fimgate.gateway.ratelimit import Decision, RateLimiter
 from fimgate.gateway.usage import UsageLedger
 from fimgate.store.database import Database
-from fimgate.store.tables import UsageRecord, utcnow
+from fimgate.store.tables import utcnow
 
 
 class RateLimited(Exception):
@@ -118,7 +118,7 @@ class Gateway:
             if usage.admitted:
                 used = usage.prompt_tokens + usage.completion_tokens
                 await self.limiter.settle(usage.bucket, usage.request_id, used)
-            row = UsageRecord(
+            row = dict(
                 request_id=usage.request_id,
                 created_at=usage.created_at,
                 workspace_id=usage.principal.workspace_id,

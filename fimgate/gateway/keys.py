@@ -151,8 +151,9 @@ class KeyStore:
         key_id = key_id_of(key)
         if key_id is None:
             raise InvalidKey("the API key is not valid")
-        with self._db.session() as session:
-            found = session.execute(
+        # Core, not an ORM session: this runs on every request, and is ~10x cheaper.
+        with self._db.engine.connect() as connection:
+            found = connection.execute(
                 select(ApiKey.secret_sha256, ApiKey.revoked_at, Workspace.id, Workspace.name)
                 .join(Workspace)
                 .where(ApiKey.id == key_id)

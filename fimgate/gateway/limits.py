@@ -30,11 +30,12 @@ class LimitBook:
         self.defaults = defaults
 
     def resolve(self, workspace_id: int, model: str) -> Limits:
-        with self._db.session() as session:
-            rows = session.scalars(
-                select(RateLimitOverride).where(
-                    RateLimitOverride.workspace_id == workspace_id,
-                    RateLimitOverride.model.in_((model, ALL_MODELS)),
+        override = RateLimitOverride
+        with self._db.engine.connect() as connection:  # Core: this runs on every request
+            rows = connection.execute(
+                select(override.model, override.rpm, override.tpm).where(
+                    override.workspace_id == workspace_id,
+                    override.model.in_((model, ALL_MODELS)),
                 )
             ).all()
         # The model's own row wins over the all-models row, field by field.

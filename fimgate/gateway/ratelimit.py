@@ -108,9 +108,12 @@ class MemoryRateLimiter:
         now = self._clock()
         log = self._logs.setdefault(bucket, _Log())
         log.prune(now, self._window)
-        wait, exceeded = wait_for_room(
-            [(e.at, e.tokens) for e in log.entries], limits, tokens, now, self._window
-        )
+        wait, exceeded = 0.0, None
+        if len(log.entries) >= limits.rpm or log.tokens + tokens > limits.tpm:
+            # Refused: only now walk the log to find when room frees (O(entries)).
+            wait, exceeded = wait_for_room(
+                [(e.at, e.tokens) for e in log.entries], limits, tokens, now, self._window
+            )
         if exceeded is None:
             entry = _Entry(now, request_id, tokens)
             log.entries.append(entry)

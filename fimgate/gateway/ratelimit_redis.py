@@ -14,40 +14,41 @@ import redis.asyncio as redis
 from fimgate.gateway.limits import Limits
 from fimgate.gateway.ratelimit import WINDOW_SECONDS, Decision
 
-# KEYS: log (zset), tokens (hash).  ARGV: rpm, tpm, request id, tokens, window seconds.
+# KEYS: log (zset of request ids by time), tokens (hash id -> reserved tokens), used (the
+# hash's running total).  ARGV: rpm, tpm, request id, tokens, window seconds.
 # Returns: allowed (0/1), requests in window, tokens in window, reset s, retry s, exceeded.
+# An admission is O(log n) plus the expired entries; only a refusal walks the whole log.
 _ADMIT = """
-local log, amounts = KEYS[1], KEYS[2]
+local log, amounts, total = KEYS[1], KEYS[2], KEYS[3]
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local id, tokens, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local used = tonumber(redis.call('GET', total) or '0')
 local expired = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
-for _, gone in ipairs(expired) do redis.call('HDEL', amounts, gone) end
+for _, gone in ipairs(expired) do
+  used = used - tonumber(redis.call('HGET', amounts, gone) or '0')
+  redis.call('HDEL', amounts, gone)
+end
 if #expired > 0 then redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window) end
-local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
-local held = {}
-local flat = redis.call('HGETALL', amounts)
-for i = 1, #flat, 2 do held[flat[i]] = tonumber(flat[i + 1]) end
-local n = #entries / 2
-local used = 0
-for i = 1, n do used = used + (held[entries[2 * i - 1]] or 0) end
-local wait_requests, wait_tokens = -1, -1
-if n >= rpm then wait_requests = tonumber(entries[2 * (n - rpm) + 2]) + window - now end
-if used + tokens > tpm then
-  wait_tokens = 1e18
-  local left = used
-  for i = 1, n do
-    left = left - (held[entries[2 * i - 1]] or 0)
-    if left + tokens <= tpm then
-      wait_tokens = tonumber(entries[2 * i]) + window - now
-      break
+local n = redis.call('ZCARD', log)
+local allowed, wait, exceeded = 1, 0, ''
+if n >= rpm or used + tokens > tpm then
+  allowed = 0
+  local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+  local wait_requests, wait_tokens = -1, -1
+  if n >= rpm then wait_requests = tonumber(entries[2 * (n - rpm) + 2]) + window - now end
+  if used + tokens > tpm then
+    wait_tokens = 1e18
+    local left = used
+    for i = 1, n do
+      left = left - tonumber(redis.call('HGET', amounts, entries[2 * i - 1]) or '0')
+      if left + tokens <= tpm then
+        wait_tokens = tonumber(entries[2 * i]) + window - now
+        break
+      end
     end
   end
-end
-local allowed, wait, exceeded = 1, 0, ''
-if wait_requests >= 0 or wait_tokens >= 0 then
-  allowed = 0
   if wait_requests >= wait_tokens then
     wait, exceeded = wait_requests, 'requests'
   else
@@ -58,20 +59,26 @@ else
   redis.call('HSET', amounts, id, tokens)
   n = n + 1
   used = used + tokens
-  entries[#entries + 1] = id
-  entries[#entries + 1] = tostring(now)
 end
+redis.call('SET', total, used)
 local ttl = math.ceil(window * 1000) + 1000
 redis.call('PEXPIRE', log, ttl)
 redis.call('PEXPIRE', amounts, ttl)
+redis.call('PEXPIRE', total, ttl)
 local reset = 0
-if n > 0 then reset = tonumber(entries[#entries]) + window - now end
+if n > 0 then
+  local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  reset = tonumber(newest[2]) + window - now
+end
 return {allowed, n, used, tostring(reset), tostring(wait), exceeded}
 """
 
+# KEYS: tokens, used.  ARGV: request id, tokens used.
 _SETTLE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - tonumber(held))
 end
 return 0
 """
@@ -88,7 +95,7 @@ class RedisRateLimiter:
     def _keys(self, bucket: str) -> list[str]:
         # The {hash tag} keeps both keys of a bucket on one Redis Cluster node.
         base = f"{self._prefix}:ratelimit:{{{bucket}}}"
-        return [f"{base}:log", f"{base}:tokens"]
+        return [f"{base}:log", f"{base}:tokens", f"{base}:used"]
 
     async def admit(self, bucket: str, limits: Limits, request_id: str, tokens: int) -> Decision:
         allowed, count, used, reset, wait, exceeded = await self._admit(

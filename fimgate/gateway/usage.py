@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from fimgate.store.database import Database
 from fimgate.store.tables import UsageRecord, Workspace
@@ -38,9 +38,10 @@ class UsageLedger:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def record(self, row: UsageRecord) -> None:
-        with self._db.session() as session:
-            session.add(row)
+    def record(self, row: dict[str, object]) -> None:
+        """Insert one row (UsageRecord's columns) and commit; Core, as it runs per request."""
+        with self._db.engine.begin() as connection:
+            connection.execute(insert(UsageRecord), row)
 
     def rows(
         self, workspace: str | None = None, since: datetime | None = None, limit: int | None = None
