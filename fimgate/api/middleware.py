@@ -17,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fimgate.api.errors import ApiError, error_response
-from fimgate.gateway.core import Gateway
+from fimgate.gateway.core import Gateway, GatewayUnavailable
 from fimgate.gateway.keys import InvalidKey
 from fimgate.gateway.ratelimit import Decision
 
@@ -129,6 +129,10 @@ class Authenticate:
             )
         try:
             principal = await gateway.authenticate(key)
+        except GatewayUnavailable as exc:
+            return await _refuse(
+                scope, receive, send, ApiError(503, str(exc), type="service_unavailable")
+            )
         except InvalidKey as exc:
             return await _refuse(
                 scope,

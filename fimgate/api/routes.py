@@ -30,7 +30,13 @@ from fimgate.api.streaming import SSE_DONE, SSE_HEADERS, sse_event, until_discon
 from fimgate.config import Settings
 from fimgate.engines.base import EncodedPrompt, EngineError, FimJob, Finished, PromptTooLong
 from fimgate.engines.registry import ModelRegistry, ServedModel, UnknownModel
-from fimgate.gateway.core import Gateway, NeverFits, RateLimited, RequestUsage
+from fimgate.gateway.core import (
+    Gateway,
+    GatewayUnavailable,
+    NeverFits,
+    RateLimited,
+    RequestUsage,
+)
 
 DEPLOYMENT_PREFIXES = ("", "/api/public")
 
@@ -113,6 +119,8 @@ async def _admit(
         await _gateway(request).admit(_usage(request), served.name, prompt.tokens, max_new)
     except NeverFits as exc:
         raise ApiError(413, str(exc), code="exceeds_token_rate_limit", param="prompt") from None
+    except GatewayUnavailable as exc:
+        raise ApiError(503, str(exc), type="service_unavailable") from None
     except RateLimited as exc:
         # The Retry-After and x-ratelimit-* headers come from the Authenticate middleware.
         raise ApiError(429, str(exc), type="rate_limit_error", code="rate_limit_exceeded") from None

@@ -7,6 +7,7 @@ prompt is tokenized) → ``close`` (once, whatever happened: answered, refused, 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from datetime import datetime
 
 import anyio
 from anyio.to_thread import run_sync
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from fimgate.gateway.keys import KeyStore, Principal
 from fimgate.gateway.limits import LimitBook, Limits
@@ -21,6 +24,8 @@ from fimgate.gateway.ratelimit import Decision, RateLimiter
 from fimgate.gateway.usage import UsageLedger
 from fimgate.store.database import Database
 from fimgate.store.tables import utcnow
+
+log = logging.getLogger("fimgate.gateway")
 
 
 class RateLimited(Exception):
@@ -36,6 +41,11 @@ class RateLimited(Exception):
             f"retry in {decision.retry_after_seconds} s"
         )
         self.decision = decision
+
+
+class GatewayUnavailable(Exception):
+    """The database or Redis could not be reached: the request cannot be checked, so it is
+    refused (503), never let through unchecked."""
 
 
 class NeverFits(Exception):
@@ -81,7 +91,11 @@ class Gateway:
         self.output_estimate = output_estimate
 
     async def authenticate(self, key: str) -> Principal:
-        return await run_sync(self.keys.authenticate, key)
+        try:
+            return await run_sync(self.keys.authenticate, key)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("key check failed: %s", type(exc).__name__)
+            raise GatewayUnavailable("the key store is unavailable; retry shortly") from None
 
     def open(self, principal: Principal) -> RequestUsage:
         return RequestUsage(principal)
@@ -91,7 +105,11 @@ class Gateway:
     ) -> Decision:
         """Reserve one request and prompt + expected output tokens, or raise RateLimited."""
         usage.model = model
-        limits = await run_sync(self.limits.resolve, usage.principal.workspace_id, model)
+        try:
+            limits = await run_sync(self.limits.resolve, usage.principal.workspace_id, model)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("limit lookup failed: %s", type(exc).__name__)
+            raise GatewayUnavailable("the limits store is unavailable; retry shortly") from None
         if prompt_tokens > limits.tpm:
             raise NeverFits(
                 f"the prompt is {prompt_tokens} tokens, more than workspace "
@@ -100,7 +118,11 @@ class Gateway:
                 f"`fimgate limits set --tpm`"
             )
         reserve = min(prompt_tokens + min(max_new_tokens, self.output_estimate), limits.tpm)
-        decision = await self.limiter.admit(usage.bucket, limits, usage.request_id, reserve)
+        try:
+            decision = await self.limiter.admit(usage.bucket, limits, usage.request_id, reserve)
+        except (RedisError, OSError) as exc:
+            log.error("rate limiter failed: %s", type(exc).__name__)
+            raise GatewayUnavailable("the rate limiter is unavailable; retry shortly") from None
         usage.decision = decision
         if not decision.allowed:
             raise RateLimited(decision, usage.principal.workspace, model)
