@@ -137,9 +137,6 @@ class Gateway:
             return
         usage.closed = True
         with anyio.CancelScope(shield=True):
-            if usage.admitted:
-                used = usage.prompt_tokens + usage.completion_tokens
-                await self.limiter.settle(usage.bucket, usage.request_id, used)
             row = dict(
                 request_id=usage.request_id,
                 created_at=usage.created_at,
@@ -152,7 +149,15 @@ class Gateway:
                 latency_ms=(time.monotonic() - usage.started) * 1000,
                 cancelled=usage.cancelled,
             )
+            # The row first: if it cannot be written this raises, and the answer is not
+            # completed (an answered request always has its row).
             await run_sync(self.ledger.record, row)
+            if usage.admitted:
+                try:
+                    used = usage.prompt_tokens + usage.completion_tokens
+                    await self.limiter.settle(usage.bucket, usage.request_id, used)
+                except (RedisError, OSError) as exc:  # the reservation simply stands
+                    log.error("settling a reservation failed: %s", type(exc).__name__)
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
