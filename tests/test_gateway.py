@@ -189,8 +189,18 @@ def test_tpm_admits_exactly_the_limit(gate: Gate) -> None:
 def test_prompt_over_the_tpm_limit_is_413_not_429(gate: Gate) -> None:
     _, key = gate.workspace(tpm=10)
     with gate.server.client(key) as c:
-        body = _error(c.post(URL, json=ONE_TOKEN), 413, "exceeds_token_rate_limit")
+        response = c.post(URL, json=ONE_TOKEN)
+    body = _error(response, 413, "exceeds_token_rate_limit")
     assert "10 tokens" in body["message"] and "limits set" in body["message"]
+    assert response.headers["x-ratelimit-limit-tokens"] == "10"
+    assert "retry-after" not in response.headers  # waiting would not help
+
+
+def test_prompt_over_the_context_still_gets_limit_headers(gate: Gate) -> None:
+    with gate.server.client() as c:
+        response = c.post(URL, json={**ONE_TOKEN, "prompt": "x = 1\n" * 2000})
+    _error(response, 400, "context_length_exceeded")
+    assert all(h in response.headers for h in LIMIT_HEADERS)
 
 
 def test_default_limits_and_headers_on_success(gate: Gate) -> None:

@@ -128,3 +128,17 @@ def test_replicas_share_one_budget(replicas: Replicas) -> None:
         return await _admit_many([r.new(), r.new()], 40, Limits(rpm=20, tpm=10**6), 1)
 
     assert sum(d.allowed for d in replicas.run(run)) == 20  # type: ignore[union-attr]
+
+
+def test_peek_reports_without_admitting(replicas: Replicas) -> None:
+    limits = Limits(rpm=3, tpm=100)
+
+    async def run(r: Replicas):
+        limiter = r.new()
+        await limiter.admit("b", limits, "r1", 40)
+        seen = [await limiter.peek("b", limits) for _ in range(5)]
+        assert all(d.allowed and d.remaining_requests == 2 for d in seen)
+        assert seen[-1].remaining_tokens == 60 and 0 < seen[-1].reset_requests <= WINDOW
+        assert (await limiter.admit("b", limits, "r2", 60)).allowed  # peeks took nothing
+
+    replicas.run(run)

@@ -103,6 +103,7 @@ async def _prepare(
     try:
         prompt = await served.engine.encode(job)
     except PromptTooLong as exc:
+        await _gateway(request).observe(_usage(request), served.name)
         raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
     except EngineError as exc:
         raise _engine_failed(exc) from None

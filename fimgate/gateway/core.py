@@ -7,6 +7,7 @@ prompt is tokenized) → ``close`` (once, whatever happened: answered, refused, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -111,6 +112,7 @@ class Gateway:
             log.error("limit lookup failed: %s", type(exc).__name__)
             raise GatewayUnavailable("the limits store is unavailable; retry shortly") from None
         if prompt_tokens > limits.tpm:
+            await self._peek(usage, limits)
             raise NeverFits(
                 f"the prompt is {prompt_tokens} tokens, more than workspace "
                 f"{usage.principal.workspace!r} may use on model {model!r} in a minute "
@@ -129,6 +131,20 @@ class Gateway:
         usage.admitted = True
         usage.prompt_tokens = prompt_tokens
         return decision
+
+    async def observe(self, usage: RequestUsage, model: str) -> None:
+        """Record the window's state for a request refused before admission (a prompt over
+        the context), so its response still carries the rate-limit headers."""
+        usage.model = model
+        try:
+            limits = await run_sync(self.limits.resolve, usage.principal.workspace_id, model)
+        except (SQLAlchemyError, OSError):
+            return  # best effort: the request is being refused anyway
+        await self._peek(usage, limits)
+
+    async def _peek(self, usage: RequestUsage, limits: Limits) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            usage.decision = await self.limiter.peek(usage.bucket, limits)
 
     async def close(self, usage: RequestUsage, status: int) -> None:
         """Settle and record the request; later calls do nothing. Shielded: a client that

@@ -45,6 +45,11 @@ class RateLimiter(Protocol):
         """Admit one request reserving ``tokens``, or refuse it; never waits."""
         ...
 
+    async def peek(self, bucket: str, limits: Limits) -> Decision:
+        """The window as it stands, admitting nothing (for the headers of a request that
+        never reached admission)."""
+        ...
+
     async def settle(self, bucket: str, request_id: str, tokens: int) -> None:
         """Replace an admitted request's reservation with the tokens it really used."""
         ...
@@ -119,9 +124,25 @@ class MemoryRateLimiter:
             log.entries.append(entry)
             log.by_id[request_id] = entry
             log.tokens += tokens
+        return self._decision(bucket, limits, exceeded is None, wait, exceeded)
+
+    async def peek(self, bucket: str, limits: Limits) -> Decision:
+        return self._decision(bucket, limits, allowed=True)
+
+    def _decision(
+        self,
+        bucket: str,
+        limits: Limits,
+        allowed: bool,
+        wait: float = 0.0,
+        exceeded: Literal["requests", "tokens"] | None = None,
+    ) -> Decision:
+        now = self._clock()
+        log = self._logs.setdefault(bucket, _Log())
+        log.prune(now, self._window)
         reset = log.entries[-1].at + self._window - now if log.entries else 0.0
         return Decision(
-            allowed=exceeded is None,
+            allowed=allowed,
             limits=limits,
             remaining_requests=max(0, limits.rpm - len(log.entries)),
             remaining_tokens=max(0, limits.tpm - log.tokens),

@@ -15,13 +15,15 @@ from fimgate.gateway.limits import Limits
 from fimgate.gateway.ratelimit import WINDOW_SECONDS, Decision
 
 # KEYS: log (zset of request ids by time), tokens (hash id -> reserved tokens), used (the
-# hash's running total).  ARGV: rpm, tpm, request id, tokens, window seconds.
+# hash's running total).  ARGV: rpm, tpm, request id, tokens, window seconds, peek (1: only
+# report the window, admit nothing).
 # Returns: allowed (0/1), requests in window, tokens in window, reset s, retry s, exceeded.
 # An admission is O(log n) plus the expired entries; only a refusal walks the whole log.
 _ADMIT = """
 local log, amounts, total = KEYS[1], KEYS[2], KEYS[3]
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local id, tokens, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local peek = ARGV[6] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local used = tonumber(redis.call('GET', total) or '0')
@@ -33,7 +35,9 @@ end
 if #expired > 0 then redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window) end
 local n = redis.call('ZCARD', log)
 local allowed, wait, exceeded = 1, 0, ''
-if n >= rpm or used + tokens > tpm then
+if peek then
+  allowed = 1
+elseif n >= rpm or used + tokens > tpm then
   allowed = 0
   local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
   local wait_requests, wait_tokens = -1, -1
@@ -98,9 +102,17 @@ class RedisRateLimiter:
         return [f"{base}:log", f"{base}:tokens", f"{base}:used"]
 
     async def admit(self, bucket: str, limits: Limits, request_id: str, tokens: int) -> Decision:
+        return await self._run(bucket, limits, request_id, tokens, peek=False)
+
+    async def peek(self, bucket: str, limits: Limits) -> Decision:
+        return await self._run(bucket, limits, "", 0, peek=True)
+
+    async def _run(
+        self, bucket: str, limits: Limits, request_id: str, tokens: int, *, peek: bool
+    ) -> Decision:
         allowed, count, used, reset, wait, exceeded = await self._admit(
             keys=self._keys(bucket),
-            args=[limits.rpm, limits.tpm, request_id, tokens, self._window],
+            args=[limits.rpm, limits.tpm, request_id, tokens, self._window, int(peek)],
         )
         reason: Literal["requests", "tokens"] | None = exceeded.decode() or None  # type: ignore[assignment]
         return Decision(
