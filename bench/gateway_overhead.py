@@ -2,7 +2,10 @@
 settling, the ledger row. Prints a table (microseconds per request) and writes JSON.
 
     python bench/gateway_overhead.py [--requests 2000] [--redis-url URL] [--database-url URL]
+                                     [--server-url http://127.0.0.1:8000 --key-file FILE]
 
+With --server-url, the same small repeated completion (prompt cached, one token) is timed
+end to end through that running server, to put the gateway's share in proportion.
 Without --redis-url, a throwaway redis-server is started when one is installed. The SQLite
 database is a fresh file in a temporary folder (WAL, as the server uses it).
 """
@@ -77,6 +80,21 @@ async def whole_gateway(database_url: str, limiter: RateLimiter, n: int) -> list
         await gateway.aclose()
 
 
+def end_to_end(url: str, key: str, n: int = 40) -> list[float]:
+    """Wall time of a cheapest-possible real completion: cached prompt, one token."""
+    import httpx
+
+    body = {"model": "codestral-latest", "prompt": "def add(a, b):\n    return ", "max_tokens": 1}
+    times = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
+        for i in range(n + 5):
+            start = time.perf_counter()
+            client.post("/v1/fim/completions", json=body).raise_for_status()
+            if i >= 5:  # the first ones fill the prompt cache
+                times.append((time.perf_counter() - start) * 1e6)
+    return times
+
+
 def _start_redis() -> tuple[subprocess.Popen, str] | None:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -92,11 +110,17 @@ def _start_redis() -> tuple[subprocess.Popen, str] | None:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+async def _as_async(fn: Callable[..., list[float]], *args: object) -> list[float]:
+    return fn(*args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--redis-url")
     parser.add_argument("--database-url", help="also measure this database (e.g. PostgreSQL)")
+    parser.add_argument("--server-url", help="a running fimgate, for end-to-end proportion")
+    parser.add_argument("--key-file", type=Path, help="its API key (e.g. DATA_DIR/first-api-key)")
     parser.add_argument("--json", type=Path, default=Path("bench/gateway_overhead.json"))
     args = parser.parse_args()
 
@@ -123,6 +147,11 @@ def main() -> None:
             args.database_url, MemoryRateLimiter(), n
         )
     results = {}
+    if args.server_url and args.key_file:
+        key = args.key_file.read_text().strip()
+        cases["end to end: cached prompt, 1 token (HTTP)"] = lambda: _as_async(
+            end_to_end, args.server_url, key
+        )
     try:
         for name, case in cases.items():
             times = asyncio.run(case())
@@ -133,7 +162,8 @@ def main() -> None:
             started[0].terminate()
         shutil.rmtree(folder, ignore_errors=True)
 
-    table = Table("per request", "p50 µs", "p95 µs", "mean µs", title=f"{n} requests each")
+    title = f"{n} requests each" + (" (end to end: 40)" if args.server_url else "")
+    table = Table("per request", "p50 µs", "p95 µs", "mean µs", title=title)
     for name, r in results.items():
         table.add_row(name, f"{r['p50_us']:.0f}", f"{r['p95_us']:.0f}", f"{r['mean_us']:.0f}")
     Console().print(table)

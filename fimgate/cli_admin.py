@@ -199,15 +199,15 @@ def usage(
     if as_json:
         click.echo(json.dumps([row.to_json() for row in rows], indent=1))
         return
-    table = Table(
-        "time (UTC)", "workspace", "key", "model", "prompt", "completion", "status",
-        "latency ms", "cancelled",
-    )
+    table = Table(title="usage (times in UTC; tokens charged)")
+    for header in ("time", "workspace", "key", "model", "prompt", "compl.", "status", "ms"):
+        table.add_column(header, no_wrap=header in ("time", "key"))
+    table.add_column("cancelled")
     for r in rows:
         table.add_row(
-            _when(r.created_at), r.workspace, r.key_id, r.model or "", str(r.prompt_tokens),
-            str(r.completion_tokens), str(r.status), f"{r.latency_ms:.0f}",
-            "yes" if r.cancelled else "",
+            r.created_at.strftime("%m-%d %H:%M:%S"), r.workspace, r.key_id, r.model or "",
+            str(r.prompt_tokens), str(r.completion_tokens), str(r.status),
+            f"{r.latency_ms:.0f}", "yes" if r.cancelled else "",
         )
     out.print(table)
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
