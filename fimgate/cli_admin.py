@@ -137,7 +137,7 @@ def limits() -> None:
 
 @limits.command("set")
 @click.option("--workspace", "-w", required=True)
-@click.option("--model", "-m", help="Served model name (default: every model).")
+@click.option("--model", "-m", help="Model name or alias (default: every model).")
 @click.option("--rpm", type=int, help="Requests per minute.")
 @click.option("--tpm", type=int, help="Tokens (prompt + completion) per minute.")
 @_database_options

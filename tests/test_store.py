@@ -96,6 +96,11 @@ def test_limits_resolve_model_then_workspace_then_default(database: Database) ->
     book.set("a", "m", rpm=7, tpm=None)  # updates the same row
     assert book.resolve(a, "m") == Limits(7, 99)
     assert len(book.overrides("a")) == 2
+    # An override set under an alias (codestral-latest) applies to the served model.
+    book.set("b", "alias", rpm=3, tpm=None)
+    assert book.resolve(b, "m", aliases=("alias",)) == Limits(3, 60_000)
+    book.set("b", "m", rpm=4, tpm=None)  # the served name's own row wins
+    assert book.resolve(b, "m", aliases=("alias",)) == Limits(4, 60_000)
 
 
 def test_ledger_rows_filter_by_workspace_and_time(database: Database) -> None:

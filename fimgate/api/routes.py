@@ -103,7 +103,7 @@ async def _prepare(
     try:
         prompt = await served.engine.encode(job)
     except PromptTooLong as exc:
-        await _gateway(request).observe(_usage(request), served.name)
+        await _gateway(request).observe(_usage(request), served.name, served.aliases)
         raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
     except EngineError as exc:
         raise _engine_failed(exc) from None
@@ -117,7 +117,9 @@ async def _admit(
     room = served.engine.context_length - prompt.tokens
     max_new = room if job.max_tokens is None else min(job.max_tokens, room)
     try:
-        await _gateway(request).admit(_usage(request), served.name, prompt.tokens, max_new)
+        await _gateway(request).admit(
+            _usage(request), served.name, prompt.tokens, max_new, served.aliases
+        )
     except NeverFits as exc:
         raise ApiError(413, str(exc), code="exceeds_token_rate_limit", param="prompt") from None
     except GatewayUnavailable as exc:

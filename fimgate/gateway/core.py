@@ -102,12 +102,20 @@ class Gateway:
         return RequestUsage(principal)
 
     async def admit(
-        self, usage: RequestUsage, model: str, prompt_tokens: int, max_new_tokens: int
+        self,
+        usage: RequestUsage,
+        model: str,
+        prompt_tokens: int,
+        max_new_tokens: int,
+        aliases: tuple[str, ...] = (),
     ) -> Decision:
-        """Reserve one request and prompt + expected output tokens, or raise RateLimited."""
+        """Reserve one request and prompt + expected output tokens, or raise RateLimited.
+        ``model`` is the served name (the budget's), ``aliases`` the model's other names."""
         usage.model = model
         try:
-            limits = await run_sync(self.limits.resolve, usage.principal.workspace_id, model)
+            limits = await run_sync(
+                self.limits.resolve, usage.principal.workspace_id, model, aliases
+            )
         except (SQLAlchemyError, OSError) as exc:
             log.error("limit lookup failed: %s", type(exc).__name__)
             raise GatewayUnavailable("the limits store is unavailable; retry shortly") from None
@@ -132,12 +140,16 @@ class Gateway:
         usage.prompt_tokens = prompt_tokens
         return decision
 
-    async def observe(self, usage: RequestUsage, model: str) -> None:
+    async def observe(
+        self, usage: RequestUsage, model: str, aliases: tuple[str, ...] = ()
+    ) -> None:
         """Record the window's state for a request refused before admission (a prompt over
         the context), so its response still carries the rate-limit headers."""
         usage.model = model
         try:
-            limits = await run_sync(self.limits.resolve, usage.principal.workspace_id, model)
+            limits = await run_sync(
+                self.limits.resolve, usage.principal.workspace_id, model, aliases
+            )
         except (SQLAlchemyError, OSError):
             return  # best effort: the request is being refused anyway
         await self._peek(usage, limits)

@@ -29,19 +29,21 @@ class LimitBook:
         self._db = database
         self.defaults = defaults
 
-    def resolve(self, workspace_id: int, model: str) -> Limits:
+    def resolve(self, workspace_id: int, model: str, aliases: tuple[str, ...] = ()) -> Limits:
+        """``model`` is the served name; an override set under one of its ``aliases`` (say
+        codestral-latest) counts too, below one set under the served name itself."""
         override = RateLimitOverride
         with self._db.engine.connect() as connection:  # Core: this runs on every request
             rows = connection.execute(
                 select(override.model, override.rpm, override.tpm).where(
                     override.workspace_id == workspace_id,
-                    override.model.in_((model, ALL_MODELS)),
+                    override.model.in_((model, *aliases, ALL_MODELS)),
                 )
             ).all()
-        # The model's own row wins over the all-models row, field by field.
-        rows = sorted(rows, key=lambda r: r.model == model)
+        # Field by field: the served name's row wins over an alias's, which wins over "all".
+        rank = {ALL_MODELS: 0, **dict.fromkeys(aliases, 1), model: 2}
         rpm, tpm = self.defaults.rpm, self.defaults.tpm
-        for row in rows:
+        for row in sorted(rows, key=lambda r: rank[r.model]):
             rpm = row.rpm if row.rpm is not None else rpm
             tpm = row.tpm if row.tpm is not None else tpm
         return Limits(rpm=rpm, tpm=tpm)
