@@ -136,7 +136,7 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    pg = PostgresServer.start(DATA_DIR)
+    pg = PostgresServer.start()
     if pg is None:
         pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
     yield pg

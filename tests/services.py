@@ -34,7 +34,7 @@ class PostgresServer:
     port: int
 
     @classmethod
-    def start(cls, near: Path) -> PostgresServer | None:
+    def start(cls) -> PostgresServer | None:
         initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
         if not initdb or not postgres:
             return None
@@ -57,7 +57,7 @@ class PostgresServer:
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=(folder / "log").open("w") if not as_user else subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
         server = cls(process, folder, port)
         deadline = time.monotonic() + 60
