@@ -98,6 +98,7 @@ def serve(**options: Any) -> None:
             n_parallel=settings.n_parallel,
             threads=settings.threads,
             n_batch=settings.n_batch,
+            n_cache_reuse=settings.n_cache_reuse,
             fim_template=settings.fim_template,
         )
         for i, (name, path) in enumerate(zip(settings.models, paths, strict=True)):

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Prompt tokens per decode step. Smaller batches mean more points where a cancelled
     # request can stop during prompt processing (editors cancel constantly).
     n_batch: int = Field(default=256, ge=32)
+    # llama.cpp's --cache-reuse: after a keystroke, the suffix's cached KV is shifted into
+    # place instead of recomputed when at least this many tokens match. 0: off.
+    n_cache_reuse: int = Field(default=0, ge=0)
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 

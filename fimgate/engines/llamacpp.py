@@ -59,6 +59,9 @@ class LlamaCppOptions:
     threads: int = 2
     n_batch: int = 256
     fim_template: str | None = None
+    # Reuse cached KV chunks of at least this many tokens found after the first difference,
+    # by shifting them (llama.cpp's --cache-reuse); 0 switches it off.
+    n_cache_reuse: int = 0
 
 
 class LlamaCppEngine:
@@ -74,6 +77,7 @@ class LlamaCppEngine:
         params.n_batch = options.n_batch
         params.n_ubatch = options.n_batch
         params.cache_prompt = True
+        params.n_cache_reuse = options.n_cache_reuse
         params.verbosity = -1
         self._key = secrets.token_urlsafe(32)
         params.api_keys = [self._key]
@@ -86,7 +90,16 @@ class LlamaCppEngine:
         self.context_length = options.n_ctx
         self._pool = ThreadPoolExecutor(options.n_parallel + 4, thread_name_prefix="llamacpp")
         self._stats_lock = threading.Lock()
-        self._stats = {"active": 0, "generated_tokens": 0, "requests": 0, "cancelled": 0}
+        self._stats = {
+            "active": 0,
+            "generated_tokens": 0,
+            "requests": 0,
+            "cancelled": 0,
+            # Prompt tokens sent to llama.cpp vs actually computed (the rest came from the
+            # KV cache): how well caching works (bench/ reports it).
+            "prompt_tokens_sent": 0,
+            "prompt_tokens_computed": 0,
+        }
         self.template, self._markers, self._bos = self._resolve_template(options.fim_template)
 
     # -- set-up ---------------------------------------------------------------------------
@@ -246,13 +259,18 @@ class LlamaCppEngine:
                     loop.call_soon_threadsafe(queue.put_nowait, _END)
 
         loop.run_in_executor(self._pool, work)
+        self._count(prompt_tokens_sent=len(ids))
         predicted = 0
+        computed_counted = False
         try:
             while (chunk := await queue.get()) is not _END:
                 if "error" in chunk or "choices" not in chunk:
                     error = chunk.get("error", chunk)
                     raise EngineError(f"llama.cpp: {error.get('message', error)}")
                 timings = chunk.get("timings") or {}
+                if not computed_counted and "prompt_n" in timings:
+                    self._count(prompt_tokens_computed=timings["prompt_n"])
+                    computed_counted = True
                 now = timings.get("predicted_n", predicted)
                 self._count(generated_tokens=now - predicted)
                 predicted = now

@@ -1,0 +1,149 @@
+"""The servers a benchmark compares, each started on loopback with the same GGUF and threads,
+and spoken to in its own best dialect for FIM:
+
+- ``fimgate``: ``POST /v1/fim/completions`` (what Continue sends), through the whole gateway.
+- ``llama.cpp``: llama.cpp's server engine (xllamacpp), ``POST /infill`` with
+  ``input_prefix``/``input_suffix``, ``cache_prompt``, ``--cache-reuse 256``.
+- ``llama-cpp-python``: ``python -m llama_cpp.server``, ``POST /v1/completions`` with the Qwen
+  FIM prompt built here (its own ``suffix`` handling is broken in 0.3.36: FIM token ids 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Target:
+    name: str
+    process: subprocess.Popen
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process (all its threads) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def request(self, prefix: str, suffix: str, max_tokens: int) -> tuple[str, dict]:
+        if self.name == "fimgate":
+            return "/v1/fim/completions", {
+                "model": "codestral-latest", "prompt": prefix, "suffix": suffix,
+                "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            }  # fmt: skip
+        if self.name == "llama.cpp":
+            return "/infill", {
+                "input_prefix": prefix, "input_suffix": suffix, "n_predict": max_tokens,
+                "temperature": 0, "cache_prompt": True, "stream": True,
+            }  # fmt: skip
+        prompt = f"<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>"
+        return "/v1/completions", {
+            "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stop": ["<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|im_end|>"],
+        }  # fmt: skip
+
+    async def stream(
+        self, client: httpx.AsyncClient, prefix: str, suffix: str, max_tokens: int
+    ) -> AsyncIterator[str]:
+        """Text pieces as the server sends them; closing the iterator closes the request."""
+        path, body = self.request(prefix, suffix, max_tokens)
+        async with client.stream("POST", self.url + path, json=body, headers=self.headers) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "choices" in event:
+                    choice = event["choices"][0]
+                    text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                else:
+                    text = event.get("content", "")
+                yield text
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _wait(process: subprocess.Popen, probe: str, log: Path, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(probe, headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+
+
+def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str | None) -> Target:
+    folder = Path(tempfile.mkdtemp(prefix=f"fimgate-bench-{name}-"))
+    log = folder / "log"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    headers: dict[str, str] = {}
+    if name == "fimgate":
+        fimgate = Path(sys.executable).parent / "fimgate"
+        command = [
+            str(fimgate), "serve", "--model", str(model), "--port", str(port),
+            "--threads", str(threads), "--parallel", str(parallel), "--data-dir", str(folder),
+        ]  # fmt: skip
+    elif name == "llama.cpp":
+        script = ROOT / "bench" / "llamacpp_server.py"
+        command = [sys.executable, str(script), str(model), str(port), str(threads), str(parallel)]
+    else:
+        if not lcp_python:
+            raise ValueError("llama-cpp-python needs --llama-cpp-python PYTHON")
+        command = [
+            lcp_python, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port),
+            "--n_ctx", "8192", "--n_threads", str(threads), "--n_threads_batch", str(threads),
+            "--cache", "true", "--cache_type", "ram",
+            # Queue concurrent requests instead of cutting the running one off (the default
+            # cuts other editors' completions mid-stream).
+            "--interrupt_requests", "false",
+        ]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    if name == "fimgate":
+        # The first key appears once the database is set up, before the model loads.
+        key_file = folder / "first-api-key"
+        for _ in range(600):
+            if key_file.exists() and key_file.read_text().strip():
+                break
+            time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+    probe = url + ("/v1/models" if name == "llama-cpp-python" else "/health")
+    _wait(process, probe, log, headers)
+    return Target(name, process, url, headers, folder)
+
