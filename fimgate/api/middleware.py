@@ -69,6 +69,16 @@ class RefuseBrowserOrigins:
         )
 
 
+def _unauthorized(message: str, code: str, challenge: str) -> ApiError:
+    return ApiError(
+        401,
+        message,
+        type="authentication_error",
+        code=code,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
 def _bearer(scope: Scope) -> str | None:
     scheme, _, token = (Headers(scope=scope).get("authorization") or "").partition(" ")
     token = token.strip()
@@ -115,18 +125,9 @@ class Authenticate:
         gateway: Gateway = scope["app"].state.gateway
         key = _bearer(scope)
         if key is None:
-            return await _refuse(
-                scope,
-                receive,
-                send,
-                ApiError(
-                    401,
-                    "an API key is required: send the header 'Authorization: Bearer <key>'",
-                    type="authentication_error",
-                    code="missing_api_key",
-                    headers={"WWW-Authenticate": "Bearer"},
-                ),
-            )
+            message = "an API key is required: send the header 'Authorization: Bearer <key>'"
+            error = _unauthorized(message, "missing_api_key", "Bearer")
+            return await _refuse(scope, receive, send, error)
         try:
             principal = await gateway.authenticate(key)
         except GatewayUnavailable as exc:
@@ -134,18 +135,8 @@ class Authenticate:
                 scope, receive, send, ApiError(503, str(exc), type="service_unavailable")
             )
         except InvalidKey as exc:
-            return await _refuse(
-                scope,
-                receive,
-                send,
-                ApiError(
-                    401,
-                    str(exc),
-                    type="authentication_error",
-                    code="invalid_api_key",
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-                ),
-            )
+            error = _unauthorized(str(exc), "invalid_api_key", 'Bearer error="invalid_token"')
+            return await _refuse(scope, receive, send, error)
         state = scope.setdefault("state", {})
         state["principal"] = principal
         if not scope["path"].endswith("/fim/completions"):
