@@ -146,4 +146,3 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
     probe = url + ("/v1/models" if name == "llama-cpp-python" else "/health")
     _wait(process, probe, log, headers)
     return Target(name, process, url, headers, folder)
-

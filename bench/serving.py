@@ -1,26 +1,33 @@
 """Serving benchmark: fimgate beside llama.cpp's own server and llama-cpp-python's, in one
 run, same GGUF, same threads, one server at a time on an otherwise idle machine.
 
-    python bench/serving.py MODEL.gguf [--peers llama.cpp,llama-cpp-python]
-        [--llama-cpp-python /path/to/python] [--threads 2] [--chars 60] [--quick]
+    python bench/serving.py [MODEL] [--llama-cpp-python PYTHON] [--quick]
+        [--workloads replay-1,replay-4,cold-1,cold-4,steady-4] [--markdown bench/RESULTS.md]
 
-Workloads (bench/workloads.py, real standard-library files):
-- replay-1, replay-4: 1 or 4 editors re-typing a passage of their own file, a request at
-  every pause (1 to 4 characters). Each editor waits for the first token, then types on
-  0.2 s later, cancelling the request if it is still generating (as Continue does).
-- cold-1, cold-4: unrelated ~1,000-token prompts, one at a time and all at once.
+MODEL is a packaged model name (default qwen2.5-coder-0.5b) or a GGUF path. Workloads
+(bench/workloads.py, real standard-library files):
+- replay-1, replay-4: 1 or 4 editors, each opens its own file (one unmeasured request), then
+  re-types a passage of it, a request at every pause (1 to 4 characters). Each editor reads
+  the suggestion's first token, types on 0.2 s later and cancels the request if it is still
+  running, as Continue does.
+- cold-1, cold-4: unrelated ~1,000-token prompts, one at a time, then 4 at once.
 - steady-4: 4 clients sending keystroke prompts back to back, full completions, for a fixed
   time.
-Prints a table per workload and writes bench/serving.json. Ratios between servers in one
-run are the result; absolute times vary ±30% between runs on these machines.
+Prints a table per workload and the ratios to the best peer, writes bench/serving.json after
+every workload (a run cut short keeps what it measured). Ratios between servers in one run
+are the result; absolute times vary ±30% between runs on these machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,8 +39,13 @@ from rich.progress import Progress
 from rich.table import Table
 from workloads import Prompt, cold, editors
 
+from fimgate.config import Settings
+from fimgate.modelpack import locate
+
 GAP = 0.2  # seconds between a suggestion's first token and the next keystroke
 MAX_TOKENS = 16
+WORKLOADS = ("replay-1", "replay-4", "cold-1", "cold-4", "steady-4")
+DRAIN = 3.0  # seconds to watch the server's CPU after a workload
 
 
 @dataclass
@@ -48,16 +60,24 @@ class Sample:
 class Result:
     server: str
     workload: str
-    wall: float
-    cpu: float
+    wall: float = 0.0
+    cpu: float = 0.0
     samples: list[Sample] = field(default_factory=list)
+    # Server-side counters over the measured part, where the server reports them.
     prompt_sent: int | None = None
     prompt_computed: int | None = None
+    generated: int | None = None
+    drain_cpu: float = 0.0  # CPU the server burnt after the last client got its answer
 
     def summary(self) -> dict[str, float | int | str | None]:
         ttft = [s.ttft for s in self.samples if s.ttft is not None]
         full = [s.total for s in self.samples if s.total is not None]
-        pieces = sum(s.pieces for s in self.samples)
+        delivered = sum(s.pieces for s in self.samples)
+        decode = [
+            (s.pieces - 1) / (s.total - s.ttft)
+            for s in self.samples
+            if s.total is not None and s.ttft is not None and s.pieces >= 4 and s.total > s.ttft
+        ]
         return {
             "server": self.server,
             "requests": len(self.samples),
@@ -66,12 +86,17 @@ class Result:
             "ttft_p95": _q(ttft, 95),
             "full_p50": _q(full, 50),
             "full_p95": _q(full, 95),
-            "completions_per_s": len(self.samples) / self.wall,
-            "tokens_per_s": pieces / self.wall,
+            "completions_per_s": len(self.samples) / self.wall if self.wall else None,
+            "tokens_per_s": delivered / self.wall if self.wall else None,
+            "decode_tokens_per_s": _q(decode, 50),
             "cpu_s": self.cpu,
-            "prompt_computed_of_sent": (
-                f"{self.prompt_computed}/{self.prompt_sent}" if self.prompt_sent else None
+            "prompt_computed": self.prompt_computed,
+            "prompt_sent": self.prompt_sent,
+            # Generated but never delivered: work done for clients that had left.
+            "undelivered_tokens": (
+                max(0, self.generated - delivered) if self.generated is not None else None
             ),
+            "drain_cpu_s": self.drain_cpu,
         }
 
 
@@ -121,11 +146,18 @@ async def _one(
         await stream.aclose()
 
 
-async def replay(target: Target, sessions: list[list[Prompt]], tick) -> list[Sample]:
+async def replay(target: Target, sessions: list[list[Prompt]], tick, mark) -> list[Sample]:
+    """Each editor opens its file (one unmeasured request: every server reads it cold), then
+    all type at once; ``mark`` starts the clock when the last editor is ready."""
+    ready = asyncio.Barrier(len(sessions))
+
     async def editor(prompts: list[Prompt]) -> list[Sample]:
         async with httpx.AsyncClient(timeout=600) as client:
+            await one(target, client, prompts[0], None)
+            if await ready.wait() == 0:
+                mark()
             samples = []
-            for prompt in prompts:
+            for prompt in prompts[1:]:
                 samples.append(await one(target, client, prompt, GAP))
                 tick()
             return samples
@@ -134,7 +166,10 @@ async def replay(target: Target, sessions: list[list[Prompt]], tick) -> list[Sam
     return [s for samples in per_editor for s in samples]
 
 
-async def cold_run(target: Target, prompts: list[Prompt], together: bool, tick) -> list[Sample]:
+async def cold_run(
+    target: Target, prompts: list[Prompt], together: bool, tick, mark
+) -> list[Sample]:
+    mark()
     async with httpx.AsyncClient(timeout=600) as client:
 
         async def run(prompt: Prompt) -> Sample:
@@ -147,7 +182,8 @@ async def cold_run(target: Target, prompts: list[Prompt], together: bool, tick) 
         return [await run(p) for p in prompts]
 
 
-async def steady(target: Target, sessions: list[list[Prompt]], seconds: float, tick):
+async def steady(target: Target, sessions: list[list[Prompt]], seconds: float, tick, mark):
+    mark()
     deadline = time.perf_counter() + seconds
 
     async def client_loop(prompts: list[Prompt]) -> list[Sample]:
@@ -163,91 +199,186 @@ async def steady(target: Target, sessions: list[list[Prompt]], seconds: float, t
     return [s for samples in per_client for s in samples]
 
 
-def _prompt_counters(target: Target) -> tuple[int, int] | None:
-    """(sent, computed) prompt tokens so far, where the server reports them."""
+def _counters(target: Target) -> dict[str, int]:
+    """Prompt tokens sent and computed, and tokens generated, where the server reports them:
+    fimgate in /health, llama.cpp in /metrics; llama-cpp-python reports none."""
     try:
         if target.name == "fimgate":
             stats = httpx.get(f"{target.url}/health").json()["models"]
             model = next(iter(stats.values()))
-            return model["prompt_tokens_sent"], model["prompt_tokens_computed"]
+            return {
+                "prompt_sent": model["prompt_tokens_sent"],
+                "prompt_computed": model["prompt_tokens_computed"],
+                "generated": model["generated_tokens"],
+            }
         if target.name == "llama.cpp":
-            metrics = httpx.get(f"{target.url}/metrics").text
-            for line in metrics.splitlines():
-                if line.startswith("llamacpp:prompt_tokens_total"):
-                    return -1, int(float(line.split()[-1]))
+            found = {}
+            names = {
+                "llamacpp:prompt_tokens_total": "prompt_computed",
+                "llamacpp:tokens_predicted_total": "generated",
+            }
+            for line in httpx.get(f"{target.url}/metrics").text.splitlines():
+                name = line.split(" ")[0]
+                if name in names:
+                    found[names[name]] = int(float(line.split()[-1]))
+            return found
     except (httpx.HTTPError, KeyError, StopIteration):
         pass
-    return None
+    return {}
 
 
 def measure(target: Target, workload: str, run, progress: Progress, total: int) -> Result:
+    """Run one workload; the clock, CPU and counters start when the workload calls mark()."""
     task = progress.add_task(f"{target.name}: {workload}", total=total)
-    before, cpu0, t0 = _prompt_counters(target), target.cpu_seconds(), time.perf_counter()
-    samples = asyncio.run(run(lambda: progress.advance(task)))
-    result = Result(target.name, workload, time.perf_counter() - t0, target.cpu_seconds() - cpu0)
-    result.samples = samples
-    after = _prompt_counters(target)
-    if before and after:
-        result.prompt_computed = after[1] - before[1]
-        result.prompt_sent = after[0] - before[0] if after[0] >= 0 else None
+    result = Result(target.name, workload)
+    start: dict[str, float] = {}
+    before: dict[str, int] = {}
+
+    def mark() -> None:
+        before.update(_counters(target))
+        start.update(cpu=target.cpu_seconds(), t=time.perf_counter())
+
+    result.samples = asyncio.run(run(lambda: progress.advance(task), mark))
+    result.wall = time.perf_counter() - start["t"]
+    cpu_end = target.cpu_seconds()
+    result.cpu = cpu_end - start["cpu"]
+    time.sleep(DRAIN)  # work still running for clients that left shows up here
+    result.drain_cpu = target.cpu_seconds() - cpu_end
+    after = _counters(target)
+    for key in ("prompt_sent", "prompt_computed", "generated"):
+        if key in before and key in after:
+            setattr(result, key, after[key] - before[key])
     progress.update(task, completed=total)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path)
+    parser.add_argument(
+        "model", nargs="?", default="qwen2.5-coder-0.5b",
+        help="packaged model name or GGUF path (default: the packaged 0.5B)",
+    )  # fmt: skip
     parser.add_argument("--peers", default="llama.cpp,llama-cpp-python")
     parser.add_argument("--llama-cpp-python", help="a Python with llama-cpp-python[server]")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--chars", type=int, default=40, help="characters each editor types")
-    parser.add_argument("--cold", type=int, default=2, help="cold prompts")
-    parser.add_argument("--steady-seconds", type=float, default=20)
+    parser.add_argument("--chars", type=int, default=24, help="characters each editor types")
+    parser.add_argument("--cold", type=int, default=2, help="cold prompts run one at a time")
+    parser.add_argument("--steady-seconds", type=float, default=15)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="which to run")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--json", type=Path, default=Path("bench/serving.json"))
+    parser.add_argument("--markdown", type=Path, help="also write the tables here (RESULTS.md)")
     args = parser.parse_args()
     if args.quick:
-        args.chars, args.cold, args.steady_seconds = 12, 1, 5
+        args.chars, args.cold, args.steady_seconds = 10, 1, 5
+    model = locate(args.model, Settings().data_dir)
     servers = ["fimgate", *[p for p in args.peers.split(",") if p]]
     if "llama-cpp-python" in servers and not args.llama_cpp_python:
+        print("llama-cpp-python skipped: pass --llama-cpp-python PYTHON to include it")
         servers.remove("llama-cpp-python")
     one_editor, four_editors = editors(1, args.chars), editors(4, args.chars)
-    cold_prompts = cold(args.cold)
-    workloads = {
-        "replay-1": (lambda t: lambda tick: replay(t, one_editor, tick), len(one_editor[0])),
-        "replay-4": (
-            lambda t: lambda tick: replay(t, four_editors, tick),
-            sum(len(p) for p in four_editors),
-        ),
-        "cold-1": (lambda t: lambda tick: cold_run(t, cold_prompts, False, tick), args.cold),
-        "cold-4": (lambda t: lambda tick: cold_run(t, cold_prompts, True, tick), args.cold),
-        "steady-4": (
-            lambda t: lambda tick: steady(t, four_editors, args.steady_seconds, tick),
-            None,
-        ),
-    }
+    cold_one, cold_four = cold(args.cold), cold(4)
+    typed = sum(len(p) - 1 for p in four_editors)  # the first prompt of each only warms up
+    plans = {
+        "replay-1": (lambda t, *a: replay(t, one_editor, *a), len(one_editor[0]) - 1),
+        "replay-4": (lambda t, *a: replay(t, four_editors, *a), typed),
+        "cold-1": (lambda t, *a: cold_run(t, cold_one, False, *a), len(cold_one)),
+        "cold-4": (lambda t, *a: cold_run(t, cold_four, True, *a), len(cold_four)),
+        "steady-4": (lambda t, *a: steady(t, four_editors, args.steady_seconds, *a), 0),
+    }  # fmt: skip
+    chosen = [w for w in args.workloads.split(",") if w]
     results: list[Result] = []
     console = Console()
     with Progress(console=console) as progress:
         for name in servers:
             # llama-cpp-python serves one sequence at a time whatever --parallel says.
-            target = start(name, args.model, args.threads, 4, args.llama_cpp_python)
+            target = start(name, model, args.threads, 4, args.llama_cpp_python)
             try:
-                for workload, (make, total) in workloads.items():
-                    results.append(measure(target, workload, make(target), progress, total or 0))
+                for workload in chosen:
+                    plan, total = plans[workload]
+                    run = functools.partial(plan, target)
+                    results.append(measure(target, workload, run, progress, total))
+                    save(args, model, results)  # a run cut short keeps what it measured
             finally:
                 target.stop()
     report(results, console)
+    console.print(targets_table(results))
+    if args.markdown:
+        args.markdown.write_text(markdown(args, model, results))
+        console.print(f"wrote {args.markdown}")
+
+
+def save(args: argparse.Namespace, model: Path, results: list[Result]) -> None:
     args.json.write_text(
         json.dumps(
             {
-                "model": str(args.model),
+                "model": model.name,
                 "threads": args.threads,
+                "chars": args.chars,
                 "results": [{**asdict(r), "summary": r.summary()} for r in results],
             },
             indent=1,
         )
     )
+
+
+def targets_table(results: list[Result]) -> Table:
+    """fimgate against the best peer on each keystroke-replay figure (issue 4's targets)."""
+    rows = [
+        ("replay-1", "ttft_p50", min, "<= 0.5x"),
+        ("replay-1", "ttft_p95", min, "<= 0.7x"),
+        ("replay-4", "ttft_p50", min, "<= 0.5x"),
+        ("replay-4", "ttft_p95", min, "<= 0.7x"),
+        ("replay-4", "completions_per_s", max, ">= 1.5x"),
+        ("cold-1", "decode_tokens_per_s", max, ">= 0.9x"),
+    ]
+    summaries = {(r.server, r.workload): r.summary() for r in results}
+    table = Table(title="fimgate / best peer")
+    for column in ("workload", "figure", "fimgate", "best peer", "ratio", "target"):
+        table.add_column(column)
+    for workload, figure, best, goal in rows:
+        ours = summaries.get(("fimgate", workload), {}).get(figure)
+        peers = [
+            (s[figure], server)
+            for (server, w), s in summaries.items()
+            if w == workload and server != "fimgate" and s.get(figure) is not None
+        ]
+        if ours is None or not peers:
+            continue
+        value, server = best(peers)
+        ratio = ours / value if value else None
+        table.add_row(workload, figure, _fmt(ours), f"{_fmt(value)} ({server})", _fmt(ratio), goal)
+    return table
+
+
+def markdown(args: argparse.Namespace, model: Path, results: list[Result]) -> str:
+    """The run's tables as Markdown, with what it ran on."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), "?",
+    )  # fmt: skip
+    lines = [
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
+        f"- machine: {os.cpu_count()} vCPUs ({cpu}), threads {args.threads}",
+        f"- model: `{model.name}`; {args.chars} characters typed per editor, "
+        f"{MAX_TOKENS} max tokens, cancelled {GAP} s after the first token",
+        f"- command: `python bench/serving.py {' '.join(sys.argv[1:])}`",
+        "",
+    ]
+    for table in [*tables(results), targets_table(results)]:
+        lines += [f"### {table.title}", "", _md(table), ""]
+    return "\n".join(lines)
+
+
+def _md(table: Table) -> str:
+    header = [str(c.header) for c in table.columns]
+    rows = list(zip(*(list(c.cells) for c in table.columns), strict=True))
+    out = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    out += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(out)
 
 
 def _fmt(value: object, digits: int = 2) -> str:
@@ -258,18 +389,30 @@ def _fmt(value: object, digits: int = 2) -> str:
     return str(value)
 
 
+COLUMNS = (
+    "server", "requests", "failed", "ttft_p50", "ttft_p95", "full_p50", "full_p95",
+    "completions_per_s", "tokens_per_s", "decode_tokens_per_s", "cpu_s", "prompt_computed",
+    "prompt_sent", "undelivered_tokens", "drain_cpu_s",
+)  # fmt: skip
+
+
 def report(results: list[Result], console: Console) -> None:
+    for table in tables(results):
+        console.print(table)
+
+
+def tables(results: list[Result]) -> list[Table]:
+    out = []
     for workload in dict.fromkeys(r.workload for r in results):
         table = Table(title=workload)
-        columns = ("server", "requests", "failed", "ttft_p50", "ttft_p95", "full_p50", "full_p95",
-                   "completions_per_s", "tokens_per_s", "cpu_s", "prompt_computed_of_sent")
-        for column in columns:
+        for column in COLUMNS:
             table.add_column(column.replace("_", " "))
         for r in results:
             if r.workload == workload:
                 s = r.summary()
-                table.add_row(*(_fmt(s[c]) for c in columns))
-        console.print(table)
+                table.add_row(*(_fmt(s[c]) for c in COLUMNS))
+        out.append(table)
+    return out
 
 
 if __name__ == "__main__":

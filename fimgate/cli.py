@@ -98,7 +98,10 @@ def serve(**options: Any) -> None:
             n_parallel=settings.n_parallel,
             threads=settings.threads,
             n_batch=settings.n_batch,
-            n_cache_reuse=settings.n_cache_reuse,
+            max_prefix_tokens=settings.max_prefix_tokens,
+            max_suffix_tokens=settings.max_suffix_tokens,
+            max_predict_ms=settings.max_predict_ms,
+            cache_ram_mib=settings.cache_ram_mib,
             fim_template=settings.fim_template,
         )
         for i, (name, path) in enumerate(zip(settings.models, paths, strict=True)):

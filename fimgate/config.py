@@ -40,9 +40,17 @@ class Settings(BaseSettings):
     # Prompt tokens per decode step. Smaller batches mean more points where a cancelled
     # request can stop during prompt processing (editors cancel constantly).
     n_batch: int = Field(default=256, ge=32)
-    # llama.cpp's --cache-reuse: after a keystroke, the suffix's cached KV is shifted into
-    # place instead of recomputed when at least this many tokens match. 0: off.
-    n_cache_reuse: int = Field(default=0, ge=0)
+    # Prompt budget in tokens (0: none). The prefix keeps its end, the suffix its start. Every
+    # keystroke recomputes the whole suffix (its KV depends on the prefix before it), so the
+    # suffix cap is what a keystroke costs; see bench/RESULTS.md for how it was chosen.
+    max_prefix_tokens: int = Field(default=1472, ge=0)
+    max_suffix_tokens: int = Field(default=64, ge=0)
+    # Stop generating once this long has passed since the first token and a line is complete,
+    # so a slow machine still answers an editor in time (llama.cpp's t_max_predict_ms); 0: off.
+    max_predict_ms: int = Field(default=2000, ge=0)
+    # Host RAM for the KV of prompts that left their slot: switching back to a file restores
+    # it instead of recomputing (llama.cpp's --cache-ram).
+    cache_ram_mib: int = Field(default=1024, ge=0)
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 

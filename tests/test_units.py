@@ -9,6 +9,7 @@ import pytest
 
 from fimgate import modelpack
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, get_template
+from fimgate.engines.llamacpp import PREFIX_CUT_BLOCK, cap_prefix
 from fimgate.engines.stops import StopMatcher
 
 
@@ -101,3 +102,15 @@ def test_every_template_has_both_placeholders() -> None:
         assert template.markers
     with pytest.raises(ValueError, match="known: qwen"):
         get_template("nope")
+
+
+def test_prefix_cap_keeps_the_end_and_cuts_whole_blocks() -> None:
+    ids = list(range(1000))
+    assert cap_prefix(ids, 0) == ids
+    assert cap_prefix(ids, 1000) == ids
+    assert cap_prefix(ids, 100) == ids[-100:]  # a cap within one block: exact
+    capped = cap_prefix(ids, 600)
+    assert capped == ids[PREFIX_CUT_BLOCK * 2 :]  # 400 over: two whole blocks go
+    assert len(capped) <= 600
+    # Typing on keeps the same start (and so the KV cache) until another block must go.
+    assert cap_prefix([*ids, 1000, 1001], 600)[0] == capped[0]

@@ -52,6 +52,41 @@ class _Chunk:
     finish_reason: str | None
 
 
+@dataclass(eq=False)
+class _Flight:
+    """A request inside llama.cpp: its prompt, whether it was cancelled, when it is done."""
+
+    ids: list[int]
+    cancel: threading.Event
+    done: asyncio.Event
+
+
+# How long a request waits for a cancelled request on the same text to leave its slot.
+SIBLING_WAIT_S = 1.0
+
+
+def _same_text(a: list[int], b: list[int]) -> bool:
+    """Whether two prompts share most of their start (the same editor, a keystroke apart)."""
+    shortest = min(len(a), len(b))
+    shared = next((i for i in range(shortest) if a[i] != b[i]), shortest)
+    return shared * 2 >= shortest
+
+
+# The prefix cap drops whole blocks of this many tokens from the start, so the prompt's start
+# (and with it the whole KV cache) stays put while the user types on.
+PREFIX_CUT_BLOCK = 256
+
+
+def cap_prefix(ids: list[int], cap: int) -> list[int]:
+    """The end of the prefix within ``cap`` tokens, cut at a block boundary of the whole."""
+    if not cap or len(ids) <= cap:
+        return ids
+    if cap <= PREFIX_CUT_BLOCK:
+        return ids[-cap:]
+    blocks = -(-(len(ids) - cap) // PREFIX_CUT_BLOCK)  # ceil: at most cap tokens are left
+    return ids[blocks * PREFIX_CUT_BLOCK :]
+
+
 @dataclass(frozen=True)
 class LlamaCppOptions:
     n_ctx: int = 8192
@@ -59,9 +94,15 @@ class LlamaCppOptions:
     threads: int = 2
     n_batch: int = 256
     fim_template: str | None = None
-    # Reuse cached KV chunks of at least this many tokens found after the first difference,
-    # by shifting them (llama.cpp's --cache-reuse); 0 switches it off.
-    n_cache_reuse: int = 0
+    # Stop generating once this long has passed since the first token and a line is complete
+    # (llama.cpp's t_max_predict_ms), so a slow machine still answers in time; 0: no bound.
+    max_predict_ms: int = 0
+    # Host RAM for KV states of prompts that left their slot (llama.cpp's --cache-ram): an
+    # editor switching back to a file it had open restores its KV instead of recomputing.
+    cache_ram_mib: int = 1024
+    # Prompt budget in tokens: the prefix keeps its end, the suffix its start (0: no cap).
+    max_prefix_tokens: int = 0
+    max_suffix_tokens: int = 0
 
 
 class LlamaCppEngine:
@@ -77,7 +118,7 @@ class LlamaCppEngine:
         params.n_batch = options.n_batch
         params.n_ubatch = options.n_batch
         params.cache_prompt = True
-        params.n_cache_reuse = options.n_cache_reuse
+        params.cache_ram_mib = options.cache_ram_mib
         params.verbosity = -1
         self._key = secrets.token_urlsafe(32)
         params.api_keys = [self._key]
@@ -89,6 +130,8 @@ class LlamaCppEngine:
         self._tokenizer: httpx.AsyncClient | None = None
         self.context_length = options.n_ctx
         self._pool = ThreadPoolExecutor(options.n_parallel + 4, thread_name_prefix="llamacpp")
+        self._options = options
+        self._flights: set[_Flight] = set()
         self._stats_lock = threading.Lock()
         self._stats = {
             "active": 0,
@@ -152,6 +195,9 @@ class LlamaCppEngine:
         prefix_ids, suffix_ids = await asyncio.gather(
             self._tokenize(job.prefix), self._tokenize(job.suffix)
         )
+        prefix_ids = cap_prefix(prefix_ids, self._options.max_prefix_tokens)
+        if self._options.max_suffix_tokens:
+            suffix_ids = suffix_ids[: self._options.max_suffix_tokens]
         ids: list[int] = [self._bos] if self._bos is not None else []
         for piece in self.template.layout:
             if piece == PREFIX:
@@ -202,15 +248,18 @@ class LlamaCppEngine:
                 else:
                     if rest := stops.flush():
                         yield TextDelta(rest, produced)
-        yield Finished(self._finish_reason(llama_reason, job, produced), prompt.tokens, produced)
+        reason = self._finish_reason(llama_reason, job, produced, room)
+        yield Finished(reason, prompt.tokens, produced)
 
     @staticmethod
-    def _finish_reason(llama_reason: str | None, job: FimJob, produced: int) -> FinishReason:
+    def _finish_reason(
+        llama_reason: str | None, job: FimJob, produced: int, room: int
+    ) -> FinishReason:
         if llama_reason == "stop":
             return "stop"
-        if job.max_tokens is not None and produced >= job.max_tokens:
-            return "length"
-        return "model_length"  # stopped by the context, not by max_tokens
+        if produced >= room and (job.max_tokens is None or job.max_tokens > room):
+            return "model_length"  # stopped by the context, not by max_tokens
+        return "length"  # max_tokens, or the time bound
 
     async def _run(
         self, ids: list[int], job: FimJob, n_predict: int, *, ignore_eos: bool
@@ -237,12 +286,19 @@ class LlamaCppEngine:
             "cache_prompt": True,
             "return_progress": True,
             "timings_per_token": True,
+            # The time bound must not cut the min_tokens pass short.
+            "t_max_predict_ms": 0 if ignore_eos else self._options.max_predict_ms,
         }
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
+        computed = [0]  # prompt tokens llama.cpp actually ran (not served from its cache)
 
         def on_chunk(chunk: dict[str, Any]) -> bool:  # worker thread
+            if progress := chunk.get("prompt_progress"):
+                computed[0] = max(computed[0], progress["processed"] - progress["cache"])
+            if timings := chunk.get("timings"):
+                computed[0] = max(computed[0], timings.get("prompt_n", 0))
             if "prompt_progress" not in chunk or chunk.get("choices"):
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return cancel.is_set()
@@ -254,23 +310,25 @@ class LlamaCppEngine:
             except Exception as exc:  # surfaced to the caller as an EngineError
                 loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(exc)}})
             finally:
-                self._count(active=-1, cancelled=int(cancel.is_set()))
+                self._count(
+                    active=-1, cancelled=int(cancel.is_set()), prompt_tokens_computed=computed[0]
+                )
                 with contextlib.suppress(RuntimeError):  # loop closed at shutdown
                     loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        loop.run_in_executor(self._pool, work)
+        flight = _Flight(ids, cancel, asyncio.Event())
+        await self._after_cancelled_siblings(flight)
+        self._flights.add(flight)
+        running = loop.run_in_executor(self._pool, work)
+        running.add_done_callback(lambda _: (self._flights.discard(flight), flight.done.set()))
         self._count(prompt_tokens_sent=len(ids))
         predicted = 0
-        computed_counted = False
         try:
             while (chunk := await queue.get()) is not _END:
                 if "error" in chunk or "choices" not in chunk:
                     error = chunk.get("error", chunk)
                     raise EngineError(f"llama.cpp: {error.get('message', error)}")
                 timings = chunk.get("timings") or {}
-                if not computed_counted and "prompt_n" in timings:
-                    self._count(prompt_tokens_computed=timings["prompt_n"])
-                    computed_counted = True
                 now = timings.get("predicted_n", predicted)
                 self._count(generated_tokens=now - predicted)
                 predicted = now
@@ -278,6 +336,19 @@ class LlamaCppEngine:
                 yield _Chunk(choice.get("text") or "", predicted, choice.get("finish_reason"))
         finally:
             cancel.set()
+
+    async def _after_cancelled_siblings(self, flight: _Flight) -> None:
+        """Wait (briefly) for a cancelled request on the same text to leave llama.cpp.
+
+        The next keystroke's request arrives while the previous one, cancelled, still holds
+        the slot whose KV cache it needs; submitted at once, it would be placed in another slot
+        and read its whole prompt cold. The cancelled request stops within one token.
+        """
+        for other in list(self._flights):
+            if other.cancel.is_set() and _same_text(other.ids, flight.ids):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SIBLING_WAIT_S):
+                        await other.done.wait()
 
     def _count(self, **deltas: int) -> None:
         with self._stats_lock:

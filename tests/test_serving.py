@@ -1,0 +1,146 @@
+"""Serving editor traffic: prefix reuse is exact, a cancelled keystroke frees its slot for the
+next one, a long prompt does not hold short requests back, the prompt budget and the time bound
+per completion. Behaviour, read from /health's counters and the answers, never timings."""
+
+from __future__ import annotations
+
+import sysconfig
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Server, start_server, stop_server
+from tests.test_generation import URL, _lines, _wait_idle
+
+# Real code: the middle of a standard-library file, as an editor would send it.
+SOURCE = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
+CURSOR = SOURCE.index("    def _wrap_chunks(")
+PREFIX, SUFFIX = SOURCE[CURSOR - 1500 : CURSOR], SOURCE[CURSOR : CURSOR + 400]
+
+
+def fim(client: httpx.Client, prefix: str, suffix: str = SUFFIX, **body) -> dict:
+    body = {"model": "codestral-latest", "prompt": prefix, "suffix": suffix, **body}
+    response = client.post(URL, json={"max_tokens": 12, "temperature": 0, **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def text_of(result: dict) -> str:
+    return result["choices"][0]["message"]["content"]
+
+
+def computed(server: Server, send) -> tuple[dict, int]:
+    """Run ``send()``; returns its result and the prompt tokens the engine had to compute."""
+    before = _wait_idle(server)["prompt_tokens_computed"]
+    result = send()
+    return result, _wait_idle(server)["prompt_tokens_computed"] - before
+
+
+@pytest.fixture(scope="module")
+def one_slot() -> Iterator[Server]:
+    """One slot and no RAM cache: a prompt is cached only while it is the latest one."""
+    env = {
+        "FIMGATE_CACHE_RAM_MIB": "0",
+        "FIMGATE_MAX_PREFIX_TOKENS": "600",
+        "FIMGATE_MAX_SUFFIX_TOKENS": "48",
+        "FIMGATE_MAX_PREDICT_MS": "500",
+    }
+    srv = start_server("one-slot", "--n-ctx", "2048", "--parallel", "1", env=env)
+    yield srv
+    stop_server(srv)
+
+
+def test_reused_prefix_gives_the_same_tokens_as_a_cold_run(one_slot: Server) -> None:
+    with one_slot.client() as c:
+        for typed in ("    def _wr", "    def _wrap_ch", "    def _wrap_chunks(self, ch"):
+            prompt = PREFIX + typed
+            fim(c, "# something else\n" + PREFIX)  # evicts it: the next run is cold
+            cold, cold_computed = computed(one_slot, lambda p=prompt: fim(c, p))
+            fim(c, PREFIX)  # the keystroke before: the next run reuses its prefix
+            warm, warm_computed = computed(one_slot, lambda p=prompt: fim(c, p))
+            # All read afresh but the leading FIM marker, which every prompt starts with.
+            assert cold_computed >= cold["usage"]["prompt_tokens"] - 1
+            assert warm_computed < cold_computed // 4, (warm_computed, cold_computed)
+            assert text_of(warm) == text_of(cold), typed
+            assert warm["usage"] == cold["usage"]
+
+
+def test_prompt_budget_caps_prefix_and_suffix_in_tokens(one_slot: Server) -> None:
+    with one_slot.client() as c:
+        capped = fim(c, SOURCE[:8000], SOURCE[8000:12000], max_tokens=1)
+        small = fim(c, "x = 1\n", "y = 2\n", max_tokens=1)
+    # 600 + 48 tokens of text at most, plus the three FIM markers.
+    assert 600 - 256 < capped["usage"]["prompt_tokens"] <= 600 + 48 + 3
+    assert small["usage"]["prompt_tokens"] < 20
+
+
+def test_prefix_cap_keeps_the_cache_while_typing(one_slot: Server) -> None:
+    """The cut prefix starts at the same token keystroke after keystroke (block-wise cut)."""
+    long = SOURCE[CURSOR - 6000 : CURSOR]
+    with one_slot.client() as c:
+        fim(c, long)
+        _, typed_computed = computed(one_slot, lambda: fim(c, long + "    de"))
+    assert typed_computed < 100, typed_computed
+
+
+def test_time_bound_ends_a_long_completion_with_length(one_slot: Server) -> None:
+    with one_slot.client() as c:
+        result = fim(c, "numbers = [\n    1,\n    2,\n", "", max_tokens=400)
+    assert result["choices"][0]["finish_reason"] == "length"
+    assert 0 < result["usage"]["completion_tokens"] < 400
+    assert text_of(result).count("\n") >= 1  # only a completed line ends it
+
+
+def test_cancelled_keystroke_frees_its_slot_for_the_next_one(server: Server) -> None:
+    """An editor cancels a completion and sends the next keystroke at once: the new request
+    gets the slot the cancelled one held, with its cache, instead of reading cold."""
+    prefix = PREFIX + f"# {uuid.uuid4().hex}\n"
+    with server.client() as c:
+        fim(c, prefix)
+        body = {"model": "codestral-latest", "prompt": prefix + "    d", "suffix": SUFFIX,
+                "stream": True, "max_tokens": 300, "min_tokens": 300}  # fmt: skip
+        before = _wait_idle(server)
+        with c.stream("POST", URL, json=body) as response:
+            for chunk in _lines(response):
+                if chunk["choices"][0]["delta"]["content"]:
+                    break  # the user typed on
+        result = fim(c, prefix + "    de")
+        after = _wait_idle(server)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["generated_tokens"] - before["generated_tokens"] < 40  # not 300
+    fresh = after["prompt_tokens_computed"] - before["prompt_tokens_computed"]
+    assert fresh < result["usage"]["prompt_tokens"] // 2, fresh
+
+
+def test_long_prompt_does_not_hold_short_requests_back(server: Server) -> None:
+    """A short request sent while a ~1,400-token prompt is being read (six batches of 256) is
+    answered before that prompt's first token: llama.cpp batches it in between."""
+    events: list[str] = []
+    long_prompt = f"# {uuid.uuid4().hex}\n" + SOURCE[:5600]  # uncached
+
+    def long() -> None:
+        body = {"model": "codestral-latest", "prompt": long_prompt, "suffix": "",
+                "stream": True, "max_tokens": 2}  # fmt: skip
+        with server.client() as c, c.stream("POST", URL, json=body) as response:
+            for chunk in _lines(response):
+                choice = chunk["choices"][0]
+                if choice["delta"]["content"] or choice["finish_reason"]:
+                    events.append("long: first token")
+                    break
+
+    _wait_idle(server)
+    worker = threading.Thread(target=long)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while server.stats()["active"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the long prompt is inside the engine
+    with server.client() as c:
+        fim(c, "def add(a, b):\n    ", "\n", max_tokens=1)
+    events.append("short: done")
+    worker.join()
+    assert events == ["short: done", "long: first token"]
