@@ -9,6 +9,7 @@ import pytest
 
 from fimgate import modelpack
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, get_template
+from fimgate.engines.flights import computed_over, same_text
 from fimgate.engines.llamacpp import PREFIX_CUT_BLOCK, cap_prefix
 from fimgate.engines.stops import StopMatcher
 
@@ -114,3 +115,18 @@ def test_prefix_cap_keeps_the_end_and_cuts_whole_blocks() -> None:
     assert len(capped) <= 600
     # Typing on keeps the same start (and so the KV cache) until another block must go.
     assert cap_prefix([*ids, 1000, 1001], 600)[0] == capped[0]
+
+
+def test_prompt_tokens_computed_over_submissions_that_stepped_out() -> None:
+    assert computed_over([]) == 0
+    assert computed_over([(100, 50)]) == 50
+    # Stepped out after reporting 256 (it read 512: the next one found them cached).
+    assert computed_over([(0, 256), (512, 853)]) == 512 + 853
+    # Its KV was lost: the next one read from the start again; both count.
+    assert computed_over([(0, 256), (0, 1365)]) == 256 + 1365
+
+
+def test_same_text_is_a_shared_start_of_at_least_half() -> None:
+    assert same_text([1, 2, 3, 4], [1, 2, 9, 9])
+    assert not same_text([1, 2, 3, 4], [1, 9, 9, 9])
+    assert same_text([1, 2], [1, 2, 3, 4, 5])  # a keystroke on: the shorter one is shared

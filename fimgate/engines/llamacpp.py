@@ -40,6 +40,7 @@ from fimgate.engines.base import (
     TextDelta,
 )
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
+from fimgate.engines.flights import Flight, Flights, computed_over
 from fimgate.engines.stops import StopMatcher
 
 _END = object()
@@ -50,26 +51,6 @@ class _Chunk:
     text: str
     predicted: int  # tokens generated so far in this call
     finish_reason: str | None
-
-
-@dataclass(eq=False)
-class _Flight:
-    """A request inside llama.cpp: its prompt, whether it was cancelled, when it is done."""
-
-    ids: list[int]
-    cancel: threading.Event
-    done: asyncio.Event
-
-
-# How long a request waits for a cancelled request on the same text to leave its slot.
-SIBLING_WAIT_S = 1.0
-
-
-def _same_text(a: list[int], b: list[int]) -> bool:
-    """Whether two prompts share most of their start (the same editor, a keystroke apart)."""
-    shortest = min(len(a), len(b))
-    shared = next((i for i in range(shortest) if a[i] != b[i]), shortest)
-    return shared * 2 >= shortest
 
 
 # The prefix cap drops whole blocks of this many tokens from the start, so the prompt's start
@@ -131,7 +112,7 @@ class LlamaCppEngine:
         self.context_length = options.n_ctx
         self._pool = ThreadPoolExecutor(options.n_parallel + 4, thread_name_prefix="llamacpp")
         self._options = options
-        self._flights: set[_Flight] = set()
+        self._flights = Flights(options.n_parallel, options.n_batch)
         self._stats_lock = threading.Lock()
         self._stats = {
             "active": 0,
@@ -142,6 +123,8 @@ class LlamaCppEngine:
             # KV cache): how well caching works (bench/ reports it).
             "prompt_tokens_sent": 0,
             "prompt_tokens_computed": 0,
+            # Times a request reading a long prompt stepped out for a waiting one.
+            "yields": 0,
         }
         self.template, self._markers, self._bos = self._resolve_template(options.fim_template)
 
@@ -291,36 +274,55 @@ class LlamaCppEngine:
         }
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
-        computed = [0]  # prompt tokens llama.cpp actually ran (not served from its cache)
+        flight = Flight(ids)
+        made_way_for: list[Flight] = []  # the requests it stepped out for, when it did
+        # Per submission (stepping out makes another): [cache found, prompt tokens computed].
+        reads: list[list[int]] = []
 
         def on_chunk(chunk: dict[str, Any]) -> bool:  # worker thread
+            flight.started.set()
+            read = reads[-1]
             if progress := chunk.get("prompt_progress"):
-                computed[0] = max(computed[0], progress["processed"] - progress["cache"])
+                if read[0] < 0:
+                    read[0] = progress["cache"]
+                read[1] = max(read[1], progress["processed"] - progress["cache"])
+                if waiting := self._flights.waiting_behind(flight, progress):
+                    made_way_for[:] = waiting
+                    return True
             if timings := chunk.get("timings"):
-                computed[0] = max(computed[0], timings.get("prompt_n", 0))
+                read[1] = max(read[1], timings.get("prompt_n", 0))
             if "prompt_progress" not in chunk or chunk.get("choices"):
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            return cancel.is_set()
+            return flight.cancel.is_set()
 
         def work() -> None:  # worker thread
             self._count(active=1, requests=1)
             try:
-                self._server.handle_completions(request, on_chunk)
+                while True:
+                    made_way_for.clear()
+                    reads.append([-1, 0])
+                    self._server.handle_completions(request, on_chunk)
+                    if not made_way_for or flight.cancel.is_set():
+                        break
+                    self._count(yields=1)
+                    # Back in the queue once they started: llama.cpp puts it back in the
+                    # slot that holds what it read so far.
+                    Flights.wait_started(made_way_for)
+                    flight.started.clear()
             except Exception as exc:  # surfaced to the caller as an EngineError
                 loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(exc)}})
             finally:
                 self._count(
-                    active=-1, cancelled=int(cancel.is_set()), prompt_tokens_computed=computed[0]
+                    active=-1,
+                    cancelled=int(flight.cancel.is_set()),
+                    prompt_tokens_computed=computed_over(reads),
                 )
                 with contextlib.suppress(RuntimeError):  # loop closed at shutdown
                     loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        flight = _Flight(ids, cancel, asyncio.Event())
-        await self._after_cancelled_siblings(flight)
-        self._flights.add(flight)
+        await self._flights.enter(flight)
         running = loop.run_in_executor(self._pool, work)
-        running.add_done_callback(lambda _: (self._flights.discard(flight), flight.done.set()))
+        running.add_done_callback(lambda _: self._flights.leave(flight))
         self._count(prompt_tokens_sent=len(ids))
         predicted = 0
         try:
@@ -335,20 +337,7 @@ class LlamaCppEngine:
                 choice = chunk["choices"][0]
                 yield _Chunk(choice.get("text") or "", predicted, choice.get("finish_reason"))
         finally:
-            cancel.set()
-
-    async def _after_cancelled_siblings(self, flight: _Flight) -> None:
-        """Wait (briefly) for a cancelled request on the same text to leave llama.cpp.
-
-        The next keystroke's request arrives while the previous one, cancelled, still holds
-        the slot whose KV cache it needs; submitted at once, it would be placed in another slot
-        and read its whole prompt cold. The cancelled request stops within one token.
-        """
-        for other in list(self._flights):
-            if other.cancel.is_set() and _same_text(other.ids, flight.ids):
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(SIBLING_WAIT_S):
-                        await other.done.wait()
+            flight.cancel.set()
 
     def _count(self, **deltas: int) -> None:
         with self._stats_lock:
