@@ -288,7 +288,7 @@ def main() -> None:
     }  # fmt: skip
     chosen = [w for w in args.workloads.split(",") if w]
     results: list[Result] = []
-    console = Console()
+    console = Console(width=max(Console().width, 180))  # the tables are wide
     with Progress(console=console) as progress:
         for name in servers:
             # llama-cpp-python serves one sequence at a time whatever --parallel says.
