@@ -2,7 +2,7 @@
 side: a quality check for a quantization or build choice before it may change the default.
 
     python bench/fim_exact_match.py GGUF [GGUF ...] [--language py] [--limit 100]
-        [--data ../shared/data/humaneval-fim-multilingual]
+        [--data ../shared/data]
 
 Scored as the Qwen2.5-Coder report does (see the data's README): the Qwen FIM prompt with the
 prefix cut to its last 1,472 tokens and the suffix to its first 512, greedy, at most 64 new
@@ -14,8 +14,6 @@ answers each record before the next one, so a run cut short still compares like 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,9 @@ from typing import Any
 import httpx
 import xllamacpp
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval-fim-multilingual"
+from fimgate.evals.humaneval_fim import MAX_TOKENS, PREFIX_TOKENS, SUFFIX_TOKENS, exact, load
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MARKERS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 
 
@@ -49,21 +49,17 @@ class Model:
 
     def infill(self, prefix: str, suffix: str) -> str:
         pre, suf, mid = self.markers
-        ids = [pre, *self.tokenize(prefix)[-1472:], suf, *self.tokenize(suffix)[:512], mid]
+        prefix_ids = self.tokenize(prefix)[-PREFIX_TOKENS:]
+        ids = [pre, *prefix_ids, suf, *self.tokenize(suffix)[:SUFFIX_TOKENS], mid]
         chunks: list[dict[str, Any]] = []
 
         def on_chunk(chunk: dict[str, Any]) -> bool:
             chunks.append(chunk)
             return False
 
-        body = {"prompt": ids, "n_predict": 64, "temperature": 0, "top_k": 0, "min_p": 0.0}
+        body = {"prompt": ids, "n_predict": MAX_TOKENS, "temperature": 0, "top_k": 0, "min_p": 0}
         self.server.handle_completions(body, on_chunk)
         return chunks[-1]["choices"][0]["text"]
-
-
-def first_line(output: str) -> str:
-    lines = output.split("\n")
-    return (lines[1] if output.startswith("\n") and len(lines) > 1 else lines[0]).strip()
 
 
 def main() -> None:
@@ -74,16 +70,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
-    with gzip.open(args.data / f"humaneval_fim_{args.language}.jsonl.gz", "rt") as f:
-        records = [json.loads(line) for line in f]
+    records = load(args.data, args.language)
     random.Random(0).shuffle(records)
     records = records[: args.limit]
     models = [Model(path, args.threads) for path in args.models]
     hits = [0] * len(models)
     for done, record in enumerate(records, 1):
-        expected = record["canonical_solution"].strip()
         for i, model in enumerate(models):
-            hits[i] += first_line(model.infill(record["prompt"], record["suffix"])) == expected
+            hits[i] += exact(model.infill(record.prefix, record.suffix), record)
         if done % 20 == 0 or done == len(records):
             scores = ", ".join(f"{m.name} {h}" for m, h in zip(models, hits, strict=True))
             print(f"{done}/{len(records)}: {scores}", flush=True)

@@ -1,5 +1,5 @@
 """The one command-line entry point: ``fimgate serve | models | workspaces | keys | limits |
-usage``."""
+usage | eval``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rich.table import Table
 
 from fimgate import modelpack
 from fimgate.cli_admin import COMMANDS
+from fimgate.cli_eval import eval_command
 from fimgate.config import CODESTRAL_ALIASES, Settings
 
 console = Console(stderr=True)
@@ -124,7 +125,7 @@ def serve(**options: Any) -> None:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, eval_command):
     main.add_command(_command)
 
 

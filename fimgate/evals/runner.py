@@ -1,0 +1,93 @@
+"""Runs evaluation tasks through a fimgate's HTTP API (the whole serving path is what is
+measured), one request at a time, or starts a fimgate to do so."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from fimgate.evals.humaneval_fim import MAX_TOKENS, SUFFIX_TOKENS, Task
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # e.g. http://127.0.0.1:8000 (the API's /v1/fim/completions is under it)
+    key: str
+    model: str = "codestral-latest"
+
+
+def complete(client: httpx.Client, endpoint: Endpoint, task: Task) -> str:
+    """The server's greedy completion of one task (no stop strings: the scorer cuts)."""
+    body = {
+        "model": endpoint.model, "prompt": task.prefix, "suffix": task.suffix,
+        "max_tokens": MAX_TOKENS, "temperature": 0,
+    }  # fmt: skip
+    response = client.post(f"{endpoint.url}/v1/fim/completions", json=body)
+    if response.status_code != 200:
+        raise RuntimeError(f"{task.name}: HTTP {response.status_code}: {response.text[:300]}")
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def run(endpoint: Endpoint, tasks: list[Task], advance: Callable[[], None]) -> list[str]:
+    headers = {"Authorization": f"Bearer {endpoint.key}"}
+    outputs = []
+    with httpx.Client(headers=headers, timeout=600) as client:
+        for task in tasks:
+            outputs.append(complete(client, endpoint, task))
+            advance()
+    return outputs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def started_server(model: str, threads: int | None) -> Iterator[Endpoint]:
+    """A ``fimgate serve`` of ``model`` on loopback with a throwaway database and key, its
+    suffix budget at the benchmark's 512 tokens (the server's default is 64)."""
+    with tempfile.TemporaryDirectory(prefix="fimgate-eval-") as folder:
+        port = _free_port()
+        key_file = Path(folder) / "key"
+        command = [
+            str(Path(sys.executable).parent / "fimgate"), "serve", "--model", model,
+            "--port", str(port),
+            "--database-url", f"sqlite:///{folder}/eval.db", "--bootstrap-key-file", str(key_file),
+        ]  # fmt: skip
+        if threads:
+            command += ["--threads", str(threads)]
+        env = {**os.environ, "FIMGATE_MAX_SUFFIX_TOKENS": str(SUFFIX_TOKENS)}
+        log = Path(folder) / "serve.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 600  # the first run assembles the model
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"fimgate serve did not start:\n{log.read_text()[-2000:]}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            yield Endpoint(url, key_file.read_text().strip())
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
