@@ -17,6 +17,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import httpx
 from peers import start
@@ -24,9 +25,10 @@ from rich.console import Console
 from rich.table import Table
 from workloads import Prompt, editors
 
+from fimgate.cli import engine_options
 from fimgate.config import Settings
 from fimgate.engines.base import FimJob, TextDelta
-from fimgate.engines.llamacpp import LlamaCppEngine, LlamaCppOptions
+from fimgate.engines.llamacpp import LlamaCppEngine
 from fimgate.modelpack import locate
 
 MAX_TOKENS = 16
@@ -47,15 +49,6 @@ async def in_process(engine: LlamaCppEngine, prompt: Prompt) -> AsyncIterator[st
     async for event in engine.generate(await engine.encode(job), job):
         if isinstance(event, TextDelta):
             yield event.text
-
-
-def options(settings: Settings, threads: int) -> LlamaCppOptions:
-    return LlamaCppOptions(
-        n_ctx=settings.n_ctx, n_parallel=settings.n_parallel, threads=threads,
-        n_batch=settings.n_batch, max_prefix_tokens=settings.max_prefix_tokens,
-        max_suffix_tokens=settings.max_suffix_tokens, max_predict_ms=settings.max_predict_ms,
-        cache_ram_mib=settings.cache_ram_mib,
-    )  # fmt: skip
 
 
 async def run(engine: LlamaCppEngine, target, prompts: list[Prompt]) -> dict[str, list]:
@@ -84,7 +77,7 @@ def main() -> None:
     model = locate(args.model, settings.data_dir)
     prompts = editors(1, args.chars)[0]
     target = start("fimgate", model, args.threads, settings.n_parallel, None)
-    engine = LlamaCppEngine(model, options(settings, args.threads))
+    engine = LlamaCppEngine(model, replace(engine_options(settings), threads=args.threads))
     try:
         times = asyncio.run(run(engine, target, prompts))
     finally:

@@ -4,7 +4,7 @@ usage | eval``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -16,6 +16,9 @@ from fimgate.cli_admin import COMMANDS
 from fimgate.cli_eval import eval_command
 from fimgate.config import CODESTRAL_ALIASES, Settings
 
+if TYPE_CHECKING:
+    from fimgate.engines.llamacpp import LlamaCppOptions
+
 console = Console(stderr=True)
 
 
@@ -26,6 +29,23 @@ def _settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise click.UsageError(f"invalid settings:\n{exc}") from None
+
+
+def engine_options(settings: Settings) -> LlamaCppOptions:
+    """The embedded engine's options, as ``serve`` runs it."""
+    from fimgate.engines.llamacpp import LlamaCppOptions  # imports llama.cpp: only when used
+
+    return LlamaCppOptions(
+        n_ctx=settings.n_ctx,
+        n_parallel=settings.n_parallel,
+        threads=settings.threads,
+        n_batch=settings.n_batch,
+        max_prefix_tokens=settings.max_prefix_tokens,
+        max_suffix_tokens=settings.max_suffix_tokens,
+        max_predict_ms=settings.max_predict_ms,
+        cache_ram_mib=settings.cache_ram_mib,
+        fim_template=settings.fim_template,
+    )
 
 
 def _served_name(name_or_path: str) -> str:
@@ -72,7 +92,7 @@ def serve(**options: Any) -> None:
     import uvicorn
 
     from fimgate.api.app import create_app
-    from fimgate.engines.llamacpp import LlamaCppEngine, LlamaCppOptions
+    from fimgate.engines.llamacpp import LlamaCppEngine
     from fimgate.engines.registry import ModelRegistry, ServedModel
     from fimgate.gateway.bootstrap import ensure_first_key, open_gateway
 
@@ -94,23 +114,13 @@ def serve(**options: Any) -> None:
 
     def load_models() -> ModelRegistry:
         registry = ModelRegistry()
-        engine_options = LlamaCppOptions(
-            n_ctx=settings.n_ctx,
-            n_parallel=settings.n_parallel,
-            threads=settings.threads,
-            n_batch=settings.n_batch,
-            max_prefix_tokens=settings.max_prefix_tokens,
-            max_suffix_tokens=settings.max_suffix_tokens,
-            max_predict_ms=settings.max_predict_ms,
-            cache_ram_mib=settings.cache_ram_mib,
-            fim_template=settings.fim_template,
-        )
+        options = engine_options(settings)
         for i, (name, path) in enumerate(zip(settings.models, paths, strict=True)):
             packaged = modelpack.PACKAGED_MODELS.get(name)
             registry.add(
                 ServedModel(
                     name=_served_name(name),
-                    engine=LlamaCppEngine(path, engine_options),
+                    engine=LlamaCppEngine(path, options),
                     aliases=CODESTRAL_ALIASES if i == 0 else (),
                     description=packaged.summary if packaged else f"local GGUF {path}",
                 )

@@ -12,8 +12,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from fimgate.config import CODESTRAL_ALIASES
 from fimgate.evals import humaneval_fim
 from fimgate.evals.runner import Endpoint, run, started_server
+from fimgate.modelpack import DEFAULT_MODEL
 
 
 @click.command("eval")
@@ -51,11 +53,10 @@ def eval_command(
     if url:
         console.print("[yellow]note:[/] the server's own prompt budget applies (the benchmark "
                       f"cuts the suffix to {humaneval_fim.SUFFIX_TOKENS} tokens)")  # fmt: skip
-    if url:
-        model = model or "codestral-latest"
+        model = model or CODESTRAL_ALIASES[0]
         server = nullcontext(Endpoint(url, key or "", model))
     else:
-        model = model or "qwen2.5-coder-1.5b"
+        model = model or DEFAULT_MODEL
         server = started_server(model, threads)
     results: dict[str, list[dict[str, object]]] = {}
     started = time.monotonic()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from fimgate.config import CODESTRAL_ALIASES
 from fimgate.evals.humaneval_fim import MAX_TOKENS, SUFFIX_TOKENS, Task
 
 
@@ -23,7 +24,7 @@ from fimgate.evals.humaneval_fim import MAX_TOKENS, SUFFIX_TOKENS, Task
 class Endpoint:
     url: str  # e.g. http://127.0.0.1:8000 (the API's /v1/fim/completions is under it)
     key: str
-    model: str = "codestral-latest"
+    model: str = CODESTRAL_ALIASES[0]
 
 
 def complete(client: httpx.Client, endpoint: Endpoint, task: Task) -> str:
