@@ -45,7 +45,7 @@ async def timed(pieces: AsyncIterator[str]) -> tuple[float, float]:
 
 
 async def in_process(engine: LlamaCppEngine, prompt: Prompt) -> AsyncIterator[str]:
-    job = FimJob(prompt.prefix, prompt.suffix, MAX_TOKENS)
+    job = FimJob(prompt.prefix, prompt.suffix, MAX_TOKENS, editor="bench")
     async for event in engine.generate(await engine.encode(job), job):
         if isinstance(event, TextDelta):
             yield event.text

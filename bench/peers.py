@@ -133,8 +133,11 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
             # cuts other editors' completions mid-stream).
             "--interrupt_requests", "false",
         ]  # fmt: skip
+    # The peers have no rate limits: fimgate's (60,000 tokens a minute per workspace by
+    # default) would answer a fast run with 429s; serving is measured here, not the policy.
+    env = {**os.environ, "FIMGATE_DEFAULT_RPM": "1000000", "FIMGATE_DEFAULT_TPM": "1000000000"}
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     if name == "fimgate":
         # The first key appears once the database is set up, before the model loads.
         key_file = folder / "first-api-key"

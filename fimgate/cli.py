@@ -44,6 +44,7 @@ def engine_options(settings: Settings) -> LlamaCppOptions:
         max_suffix_tokens=settings.max_suffix_tokens,
         max_predict_ms=settings.max_predict_ms,
         cache_ram_mib=settings.cache_ram_mib,
+        window_recall=settings.window_recall,
         fim_template=settings.fim_template,
     )
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Host RAM for the KV of prompts that left their slot: switching back to a file restores
     # it instead of recomputing (llama.cpp's --cache-ram).
     cache_ram_mib: int = Field(default=1024, ge=0)
+    # Put back the lines an editor's window dropped from the top since its last prompt, so the
+    # prompt keeps the start the cache holds (engines/window_recall.py); needs a prefix cap.
+    window_recall: bool = True
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 

@@ -59,7 +59,7 @@ def test_reused_prefix_gives_the_same_tokens_as_a_cold_run(one_slot: Server) -> 
     with one_slot.client() as c:
         for typed in ("    def _wr", "    def _wrap_ch", "    def _wrap_chunks(self, ch"):
             prompt = PREFIX + typed
-            fim(c, "# something else\n" + PREFIX)  # evicts it: the next run is cold
+            fim(c, SOURCE[:1500])  # evicts it: the next run is cold
             cold, cold_computed = computed(one_slot, lambda p=prompt: fim(c, p))
             fim(c, PREFIX)  # the keystroke before: the next run reuses its prefix
             warm, warm_computed = computed(one_slot, lambda p=prompt: fim(c, p))
@@ -86,6 +86,24 @@ def test_prefix_cap_keeps_the_cache_while_typing(one_slot: Server) -> None:
         fim(c, long)
         _, typed_computed = computed(one_slot, lambda: fim(c, long + "    de"))
     assert typed_computed < 100, typed_computed
+
+
+def test_lines_the_window_dropped_are_put_back_for_the_same_key_only(one_slot: Server) -> None:
+    """An editor's window moves down as the user types: lines leave the top of the prefix.
+    Its next prompt still reads only what was typed, and is charged only for what it sent;
+    another key sending the same window gets nothing of the first key's text."""
+    first_lines = PREFIX.index("\n", PREFIX.index("\n") + 1) + 1
+    moved = PREFIX[first_lines:] + "    def _wr"
+    other = one_slot.cli("keys", "create", "-w", "default").strip()
+    with one_slot.client() as c, one_slot.client(other) as c2:
+        fim(c, PREFIX)
+        mine, mine_computed = computed(one_slot, lambda: fim(c, moved))
+        fim(c2, SOURCE[:1500])  # not the prompt the slot holds: the next run starts afresh
+        theirs, theirs_computed = computed(one_slot, lambda: fim(c2, moved))
+    # Only the typed text and the suffix behind it (48 tokens here) are read again.
+    assert mine_computed < 48 + 16, mine_computed
+    assert theirs_computed >= theirs["usage"]["prompt_tokens"] - 1 > 4 * mine_computed
+    assert mine["usage"] == theirs["usage"]
 
 
 def test_time_bound_ends_a_long_completion_with_length(one_slot: Server) -> None:

@@ -12,6 +12,7 @@ from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, get_tem
 from fimgate.engines.flights import computed_over, same_text
 from fimgate.engines.llamacpp import PREFIX_CUT_BLOCK, cap_prefix
 from fimgate.engines.stops import StopMatcher
+from fimgate.engines.window_recall import WindowRecall, window_start
 
 
 def run_matcher(stops: list[str], deltas: list[str]) -> tuple[str, bool]:
@@ -130,3 +131,45 @@ def test_same_text_is_a_shared_start_of_at_least_half() -> None:
     assert same_text([1, 2, 3, 4], [1, 2, 9, 9])
     assert not same_text([1, 2, 3, 4], [1, 9, 9, 9])
     assert same_text([1, 2], [1, 2, 3, 4, 5])  # a keystroke on: the shorter one is shared
+
+
+# -- window recall: lines an editor's window dropped are put back -------------------------
+
+LINES = [f"    line_{i} = compute({i}, other={i * 7})" for i in range(200)]
+
+
+def _window(first: int, last: int, typed: str = "") -> str:
+    return "\n".join(LINES[first:last]) + "\n" + typed
+
+
+def test_window_recall_puts_back_dropped_lines_for_the_same_editor_only() -> None:
+    recall = WindowRecall(max_chars=100_000)
+    assert recall.restore("a", _window(10, 90)) == _window(10, 90)
+    # Two lines left the top while "x = " was typed at the end.
+    assert recall.restore("a", _window(12, 90, "x = ")) == _window(10, 90, "x = ")
+    assert recall.restore("a", _window(13, 90, "x = 1")) == _window(10, 90, "x = 1")
+    assert recall.restore("b", _window(13, 90, "x = 1")) == _window(13, 90, "x = 1")
+    assert recall.restore("", _window(13, 90, "x = 1")) == _window(13, 90, "x = 1")
+
+
+def test_window_recall_leaves_a_window_elsewhere_alone() -> None:
+    recall = WindowRecall(max_chars=100_000)
+    recall.restore("a", _window(10, 90))
+    # The cursor is far above where it was: not the same window moved down.
+    assert recall.restore("a", _window(20, 40)) == _window(20, 40)
+    # Too little in common to be sure.
+    assert window_start(_window(10, 90), _window(88, 90)) is None
+    assert window_start(_window(10, 90), _window(12, 90)) == len(_window(10, 12))
+
+
+def test_window_recall_keeps_its_start_while_bounded() -> None:
+    recall = WindowRecall(max_chars=4000)
+    starts = set()
+    for last in range(60, 200):
+        restored = recall.restore("a", _window(last - 50, last))
+        assert restored.endswith(_window(last - 50, last))
+        assert len(restored) <= 4000
+        starts.add(restored.split("\n", 1)[0])
+    # The start moves only when the remembered text is cut back to half, at a line start.
+    assert 1 < len(starts) < 10
+

@@ -67,7 +67,7 @@ def _check_region(request: Request, region: str | None) -> None:
         )
 
 
-def _to_job(body: FimCompletionRequest, settings: Settings) -> FimJob:
+def _to_job(body: FimCompletionRequest, settings: Settings, editor: str) -> FimJob:
     return FimJob(
         prefix=body.prompt,
         suffix=body.suffix or "",
@@ -80,6 +80,7 @@ def _to_job(body: FimCompletionRequest, settings: Settings) -> FimJob:
         stop=body.stop_list,
         frequency_penalty=body.frequency_penalty or 0.0,
         presence_penalty=body.presence_penalty or 0.0,
+        editor=editor,
     )
 
 
@@ -99,7 +100,7 @@ async def _prepare(
         served = _registry(request).resolve(body.model)
     except UnknownModel as exc:
         raise ApiError(404, str(exc), code="model_not_found", param="model") from None
-    job = _to_job(body, _settings(request))
+    job = _to_job(body, _settings(request), _usage(request).principal.key_id)
     try:
         prompt = await served.engine.encode(job)
     except PromptTooLong as exc:

@@ -25,6 +25,9 @@ class FimJob:
     stop: tuple[str, ...] = ()
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    # Whose prompt this is (the API key's id): what an engine remembers of prompts to serve
+    # the next one faster stays with the same editor, never crosses to another key.
+    editor: str = ""
 
 
 @dataclass(frozen=True)

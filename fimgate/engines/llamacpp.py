@@ -42,6 +42,7 @@ from fimgate.engines.base import (
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
 from fimgate.engines.flights import Flight, Flights, computed_over
 from fimgate.engines.stops import StopMatcher
+from fimgate.engines.window_recall import WindowRecall
 
 _END = object()
 
@@ -52,6 +53,11 @@ class _Chunk:
     predicted: int  # tokens generated so far in this call
     finish_reason: str | None
 
+
+# Chars of an editor's prefix remembered per prefix token allowed: well past the cap (a
+# token is 3-5 chars of code), so what is put back fills it, and the remembered start
+# moves only every few thousand chars typed.
+RECALL_CHARS_PER_TOKEN = 8
 
 # The prefix cap drops whole blocks of this many tokens from the start, so the prompt's start
 # (and with it the whole KV cache) stays put while the user types on.
@@ -84,6 +90,9 @@ class LlamaCppOptions:
     # Prompt budget in tokens: the prefix keeps its end, the suffix its start (0: no cap).
     max_prefix_tokens: int = 0
     max_suffix_tokens: int = 0
+    # Put back the lines an editor's window dropped (window_recall.py); only with a prefix
+    # cap, which bounds what is put back.
+    window_recall: bool = False
 
 
 class LlamaCppEngine:
@@ -127,6 +136,11 @@ class LlamaCppEngine:
             "yields": 0,
         }
         self.template, self._markers, self._bos = self._resolve_template(options.fim_template)
+        self._recall = (
+            WindowRecall(options.max_prefix_tokens * RECALL_CHARS_PER_TOKEN)
+            if options.window_recall and options.max_prefix_tokens
+            else None
+        )
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -175,12 +189,25 @@ class LlamaCppEngine:
         return response.json()["tokens"]
 
     async def encode(self, job: FimJob) -> EncodedPrompt:
-        prefix_ids, suffix_ids = await asyncio.gather(
-            self._tokenize(job.prefix), self._tokenize(job.suffix)
-        )
-        prefix_ids = cap_prefix(prefix_ids, self._options.max_prefix_tokens)
+        prefix = self._recall.restore(job.editor, job.prefix) if self._recall else job.prefix
+        texts = [prefix, job.suffix] + ([job.prefix] if prefix != job.prefix else [])
+        prefix_ids, suffix_ids, *sent = await asyncio.gather(*map(self._tokenize, texts))
+        cap = self._options.max_prefix_tokens
+        prefix_ids = cap_prefix(prefix_ids, cap)
+        sent_ids = cap_prefix(sent[0], cap) if sent else prefix_ids
         if self._options.max_suffix_tokens:
             suffix_ids = suffix_ids[: self._options.max_suffix_tokens]
+        ids = self._layout(prefix_ids, suffix_ids)
+        if len(ids) >= self.context_length and sent:  # what was put back must not fail it
+            prefix_ids = sent_ids
+            ids = self._layout(prefix_ids, suffix_ids)
+        if len(ids) >= self.context_length:
+            raise PromptTooLong(len(ids), self.context_length)
+        # Usage counts the prompt as sent: lines put back are the server's business.
+        put_back = max(0, len(prefix_ids) - len(sent_ids))
+        return EncodedPrompt(tokens=len(ids) - put_back, payload=ids)
+
+    def _layout(self, prefix_ids: list[int], suffix_ids: list[int]) -> list[int]:
         ids: list[int] = [self._bos] if self._bos is not None else []
         for piece in self.template.layout:
             if piece == PREFIX:
@@ -189,9 +216,7 @@ class LlamaCppEngine:
                 ids += suffix_ids
             else:
                 ids.append(self._markers[piece])
-        if len(ids) >= self.context_length:
-            raise PromptTooLong(len(ids), self.context_length)
-        return EncodedPrompt(tokens=len(ids), payload=ids)
+        return ids
 
     # -- generate -------------------------------------------------------------------------
 
@@ -201,26 +226,26 @@ class LlamaCppEngine:
         budget = room if job.max_tokens is None else min(job.max_tokens, room)
         produced = 0
         llama_reason: str | None = "length"
+        head_text = ""
         if job.min_tokens and budget:
             # min_tokens: first generate that many with end-of-generation suppressed (stop
             # strings do not apply yet, as in vLLM), then continue normally from there.
             head = min(job.min_tokens, budget)
-            text = ""
             async with contextlib.aclosing(self._run(ids, job, head, ignore_eos=True)) as run:
                 async for chunk in run:
-                    text += chunk.text
+                    head_text += chunk.text
                     produced = chunk.predicted
                     if chunk.text:
                         yield TextDelta(chunk.text, produced)
-            ids += await self._tokenize(text)
+            ids += await self._tokenize(head_text)
             budget = min(budget - produced, self.context_length - len(ids))
         if budget > 0:
-            stops = StopMatcher(job.stop)
+            ending = StopMatcher(job.stop)
             base = produced
             async with contextlib.aclosing(self._run(ids, job, budget, ignore_eos=False)) as run:
                 async for chunk in run:
                     produced = base + chunk.predicted
-                    text, stopped = stops.feed(chunk.text)
+                    text, stopped = ending.feed(chunk.text)
                     if text:
                         yield TextDelta(text, produced)
                     if stopped:
@@ -229,7 +254,7 @@ class LlamaCppEngine:
                     if chunk.finish_reason:
                         llama_reason = chunk.finish_reason
                 else:
-                    if rest := stops.flush():
+                    if rest := ending.flush():
                         yield TextDelta(rest, produced)
         reason = self._finish_reason(llama_reason, job, produced, room)
         yield Finished(reason, prompt.tokens, produced)
