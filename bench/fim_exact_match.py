@@ -2,18 +2,22 @@
 side: a quality check for a quantization or build choice before it may change the default.
 
     python bench/fim_exact_match.py GGUF [GGUF ...] [--language py] [--limit 100]
-        [--data ../shared/data]
+        [--in-order] [--data ../shared/data] [--json OUT]
 
 Scored as the Qwen2.5-Coder report does (see the data's README): the Qwen FIM prompt with the
 prefix cut to its last 1,472 tokens and the suffix to its first 512, greedy, at most 64 new
 tokens; the first line of the output (the second when it starts with a newline), stripped,
-against the stripped canonical line. Records are shuffled with a fixed seed, and every model
+against the stripped canonical line. Records are shuffled with a fixed seed (``--in-order``:
+the first N in file order, the records ``fimgate eval --limit N`` sends), and every model
 answers each record before the next one, so a run cut short still compares like with like.
+``--json`` writes every output; ``--compare EVAL.json`` (a ``fimgate eval --json`` run on the
+same records) says on how many records the server's output and score are the direct run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -69,20 +73,47 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--in-order", action="store_true", help="the first N, not shuffled")
+    parser.add_argument("--json", type=Path, help="write every output here")
+    parser.add_argument("--compare", type=Path, help="a fimgate eval --json of the same records")
     args = parser.parse_args()
     records = load(args.data, args.language)
-    random.Random(0).shuffle(records)
+    if not args.in_order:
+        random.Random(0).shuffle(records)
     records = records[: args.limit]
     models = [Model(path, args.threads) for path in args.models]
     hits = [0] * len(models)
+    outputs: dict[str, list[dict[str, Any]]] = {m.name: [] for m in models}
     for done, record in enumerate(records, 1):
         for i, model in enumerate(models):
-            hits[i] += exact(model.infill(record.prefix, record.suffix), record)
+            output = model.infill(record.prefix, record.suffix)
+            hits[i] += exact(output, record)
+            outputs[model.name].append(
+                {"name": record.name, "output": output, "exact": exact(output, record)}
+            )
         if done % 20 == 0 or done == len(records):
             scores = ", ".join(f"{m.name} {h}" for m, h in zip(models, hits, strict=True))
             print(f"{done}/{len(records)}: {scores}", flush=True)
     for model, hit in zip(models, hits, strict=True):
         print(f"{model.name}: {hit}/{len(records)} exact ({100 * hit / len(records):.1f}%)")
+    if args.json:
+        args.json.write_text(json.dumps(outputs, indent=1))
+    if args.compare:
+        compare(json.loads(args.compare.read_text()), f"fim-{args.language}", outputs)
+
+
+def compare(served: dict[str, Any], key: str, direct: dict[str, list[dict[str, Any]]]) -> None:
+    """Record by record: the server's output and score against each direct run's."""
+    by_name = {r["name"]: r for r in served["records"][key]}
+    for model, rows in direct.items():
+        both = [(by_name[r["name"]], r) for r in rows if r["name"] in by_name]
+        same_text = sum(s["output"] == d["output"] for s, d in both)
+        same_score = sum(s["exact"] == d["exact"] for s, d in both)
+        hits_direct = sum(d["exact"] for _, d in both)
+        hits_served = sum(s["exact"] for s, _ in both)
+        print(f"{model} vs the server ({served['model']}), {len(both)} records in both: "
+              f"same output {same_text}, same score {same_score}; exact {hits_direct} direct, "
+              f"{hits_served} served")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def engine_options(settings: Settings) -> LlamaCppOptions:
         max_predict_ms=settings.max_predict_ms,
         cache_ram_mib=settings.cache_ram_mib,
         window_recall=settings.window_recall,
+        middle_end_stops=settings.middle_end_stops,
         fim_template=settings.fim_template,
     )
 

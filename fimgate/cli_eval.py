@@ -6,6 +6,7 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -13,8 +14,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fimgate.config import CODESTRAL_ALIASES
-from fimgate.evals import humaneval_fim
-from fimgate.evals.runner import Endpoint, run, started_server
+from fimgate.evals import humaneval_fim, humaneval_infilling
+from fimgate.evals.runner import Completion, Endpoint, FimTask, run, started_server
+from fimgate.evals.sandbox import run_program
 from fimgate.modelpack import DEFAULT_MODEL
 
 
@@ -27,7 +29,11 @@ from fimgate.modelpack import DEFAULT_MODEL
     "--languages", default="py,java,js", show_default=True,
     help="HumanEval-FIM languages, comma-separated (py, java, js).",
 )  # fmt: skip
-@click.option("--limit", type=int, help="Only the first N records of each language.")
+@click.option(
+    "--infilling", type=click.Choice(["single-line", "smoke", "none"]), default="single-line",
+    show_default=True, help="HumanEval infilling set (exact match and pass@1); smoke: 20 records.",
+)
+@click.option("--limit", type=int, help="Only the first N records of each set.")
 @click.option("--url", help="A running fimgate (e.g. http://127.0.0.1:8000); default: start one.")
 @click.option("--key", envvar="FIMGATE_API_KEY", help="API key for --url (or FIMGATE_API_KEY).")
 @click.option(
@@ -38,53 +44,98 @@ from fimgate.modelpack import DEFAULT_MODEL
 @click.option("--threads", type=int, help="CPU threads of the server it starts.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here.")
 def eval_command(
-    data_dir: Path, languages: str, limit: int | None, url: str | None, key: str | None,
-    model: str | None, threads: int | None, json_path: Path | None,
+    data_dir: Path, languages: str, infilling: str, limit: int | None, url: str | None,
+    key: str | None, model: str | None, threads: int | None, json_path: Path | None,
 ) -> None:  # fmt: skip
-    """HumanEval-FIM exact match (Qwen2.5-Coder scoring) through a fimgate's API."""
+    """HumanEval-FIM exact match (Qwen2.5-Coder scoring) and HumanEval single-line infilling
+    (exact match, pass@1 in a sandbox) through a fimgate's API."""
     chosen = [lang.strip() for lang in languages.split(",") if lang.strip()]
     unknown = [lang for lang in chosen if lang not in humaneval_fim.LANGUAGES]
-    if unknown or not chosen:
+    if unknown:
         raise click.UsageError(f"unknown language(s) {unknown}; choose from py, java, js")
     if url and not key:
         raise click.UsageError("--url needs --key (or FIMGATE_API_KEY)")
-    tasks = {lang: humaneval_fim.load(data_dir, lang, limit) for lang in chosen}
+    sets: dict[str, list[FimTask]] = {
+        f"fim-{lang}": list(humaneval_fim.load(data_dir, lang, limit)) for lang in chosen
+    }
+    if infilling != "none":
+        sets[infilling] = list(humaneval_infilling.load(data_dir, infilling, limit))
+    if not sets:
+        raise click.UsageError("nothing to run: no languages and --infilling none")
     console = Console(stderr=True)
     if url:
-        console.print("[yellow]note:[/] the server's own prompt budget applies (the benchmark "
-                      f"cuts the suffix to {humaneval_fim.SUFFIX_TOKENS} tokens)")  # fmt: skip
+        console.print("[yellow]note:[/] the server's own prompt budget and time bound apply "
+                      f"(the benchmark cuts the suffix to {humaneval_fim.SUFFIX_TOKENS} tokens "
+                      "and has no time bound)")  # fmt: skip
         model = model or CODESTRAL_ALIASES[0]
         server = nullcontext(Endpoint(url, key or "", model))
     else:
         model = model or DEFAULT_MODEL
         server = started_server(model, threads)
-    results: dict[str, list[dict[str, object]]] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
     started = time.monotonic()
     with server as endpoint, Progress(console=console) as progress:
-        for lang, lang_tasks in tasks.items():
-            bar = progress.add_task(f"HumanEval-FIM {lang}", total=len(lang_tasks))
-            outputs = run(endpoint, lang_tasks, lambda bar=bar: progress.advance(bar))
-            results[lang] = [
-                {"name": t.name, "expected": t.expected, "output": out,
-                 "exact": humaneval_fim.exact(out, t)}
-                for t, out in zip(lang_tasks, outputs, strict=True)
-            ]  # fmt: skip
+        for name, tasks in sets.items():
+            bar = progress.add_task(TITLES.get(name, name), total=len(tasks))
+            completions = run(endpoint, tasks, lambda bar=bar: progress.advance(bar))
+            results[name] = [_record(t, c) for t, c in zip(tasks, completions, strict=True)]
     seconds = time.monotonic() - started
-    table = Table(title=f"HumanEval-FIM exact match, {model}")
-    for column in ("language", "records", "exact", "%"):
-        table.add_column(column)
-    summary = {}
-    for lang, rows in results.items():
-        hits = sum(bool(r["exact"]) for r in rows)
-        summary[lang] = {"records": len(rows), "exact": hits, "percent": 100 * hits / len(rows)}
-        table.add_row(humaneval_fim.LANGUAGES[lang], str(len(rows)), str(hits),
-                      f"{100 * hits / len(rows):.1f}")  # fmt: skip
-    total = sum(len(rows) for rows in results.values())
-    hits = sum(s["exact"] for s in summary.values())
-    table.add_row("all (weighted)", str(total), str(hits), f"{100 * hits / total:.1f}")
-    Console().print(table)
+    summary = _summaries(results)
+    Console().print(_table(model, summary))
     if json_path:
         json_path.write_text(json.dumps(
             {"model": model, "seconds": round(seconds, 1), "summary": summary, "records": results},
             indent=1,
         ))  # fmt: skip
+
+
+TITLES = {
+    **{f"fim-{k}": f"HumanEval-FIM {v}" for k, v in humaneval_fim.LANGUAGES.items()},
+    "fim-all": "HumanEval-FIM, all (weighted)",
+    "single-line": "Single-line infilling (Python)",
+    "smoke": "Single-line infilling, 20 (Python)",
+}
+
+
+def _record(task: FimTask, done: Completion) -> dict[str, Any]:
+    record: dict[str, Any] = {"name": task.name, "output": done.text, "tokens": done.tokens}
+    if isinstance(task, humaneval_infilling.InfillTask):
+        record["expected"] = task.expected
+        record["exact"] = humaneval_infilling.exact(done.text, task)
+        record["pass"] = run_program(humaneval_infilling.program(done.text, task)) == "passed"
+    else:
+        assert isinstance(task, humaneval_fim.Task)
+        record["expected"] = task.expected
+        record["exact"] = humaneval_fim.exact(done.text, task)
+    return record
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, float | int]:
+    n = len(rows)
+    hits = sum(bool(r["exact"]) for r in rows)
+    summary: dict[str, float | int] = {"records": n, "exact": hits, "percent": 100 * hits / n}
+    if "pass" in rows[0]:
+        passed = sum(bool(r["pass"]) for r in rows)
+        summary |= {"passed": passed, "pass_at_1": 100 * passed / n}
+    summary["tokens_per_completion"] = sum(r["tokens"] for r in rows) / n
+    return summary
+
+
+def _summaries(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict]:
+    """Per set, with the HumanEval-FIM languages together (weighted) after them."""
+    fim = [name for name in results if name.startswith("fim-")]
+    summary = {name: _summary(results[name]) for name in fim}
+    if len(fim) > 1:
+        summary["fim-all"] = _summary([r for name in fim for r in results[name]])
+    return summary | {name: _summary(rows) for name, rows in results.items() if name not in fim}
+
+
+def _table(model: str, summary: dict[str, dict]) -> Table:
+    table = Table(title=f"Completion quality, {model}")
+    for column in ("set", "records", "exact", "exact %", "pass@1 %", "tokens/completion"):
+        table.add_column(column)
+    for name, s in summary.items():
+        pass_at_1 = f"{s['pass_at_1']:.1f}" if "pass_at_1" in s else "-"
+        table.add_row(TITLES[name], str(s["records"]), str(s["exact"]), f"{s['percent']:.1f}",
+                      pass_at_1, f"{s['tokens_per_completion']:.1f}")  # fmt: skip
+    return table

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Put back the lines an editor's window dropped from the top since its last prompt, so the
     # prompt keeps the start the cache holds (engines/window_recall.py); needs a prefix cap.
     window_recall: bool = True
+    # End a completion where the middle ends: at a code fence or chat marker written out, or
+    # where the suffix's next line is typed again (engines/middle_end.py).
+    middle_end_stops: bool = True
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 

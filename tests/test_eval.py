@@ -1,5 +1,6 @@
 """``fimgate eval`` as a pipeline (not a score): real records from the shared data, through a
-real server's HTTP API, scored the way the Qwen2.5-Coder report scores HumanEval-FIM."""
+real server's HTTP API, scored the way the Qwen2.5-Coder report scores HumanEval-FIM and the
+original harness scores single-line infilling (its programs run in the sandbox)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from fimgate.evals import humaneval_infilling
 from fimgate.evals.humaneval_fim import Task, answer_line, exact, load
+from fimgate.evals.sandbox import run_program
 from tests.conftest import FIMGATE, ROOT, Server
 
 DATA = ROOT.parent / "shared" / "data"
@@ -31,23 +34,56 @@ def test_the_scored_line_is_the_first_or_the_one_after_a_leading_newline() -> No
 def test_eval_scores_every_record_through_the_api(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     done = subprocess.run(
-        [FIMGATE, "eval", "--data", str(DATA), "--languages", "py,js", "--limit", "3",
-         "--url", server.url, "--json", str(out)],
+        [FIMGATE, "eval", "--data", str(DATA), "--languages", "py,js", "--infilling", "smoke",
+         "--limit", "3", "--url", server.url, "--json", str(out)],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "FIMGATE_API_KEY": server.key},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "HumanEval-FIM exact match" in done.stdout
+    assert "Completion quality" in done.stdout
     report = json.loads(out.read_text())
-    for lang in ("py", "js"):
-        tasks = load(DATA, lang, 3)
-        records = report["records"][lang]
+    sets = {
+        "fim-py": (load(DATA, "py", 3), exact),
+        "fim-js": (load(DATA, "js", 3), exact),
+        "smoke": (humaneval_infilling.load(DATA, "smoke", 3), humaneval_infilling.exact),
+    }
+    for name, (tasks, scorer) in sets.items():
+        records = report["records"][name]
         assert [r["name"] for r in records] == [t.name for t in tasks]
         for record, task in zip(records, tasks, strict=True):
             assert record["output"], record  # the model answered every task
-            assert record["exact"] == exact(record["output"], task)
+            assert record["tokens"] > 0
+            assert record["exact"] == scorer(record["output"], task)
         hits = sum(r["exact"] for r in records)
-        assert report["summary"][lang] == {"records": 3, "exact": hits, "percent": 100 * hits / 3}
+        summary = report["summary"][name]
+        assert (summary["records"], summary["exact"]) == (3, hits)
+        assert summary["tokens_per_completion"] == sum(r["tokens"] for r in records) / 3
+    for record, task in zip(report["records"]["smoke"], sets["smoke"][0], strict=True):
+        ran = run_program(humaneval_infilling.program(record["output"], task))
+        assert record["pass"] == (ran == "passed"), record
+    assert report["summary"]["fim-all"]["records"] == 6
+
+
+def test_sandbox_fails_a_bad_candidate_without_failing_the_run() -> None:
+    assert run_program("assert sorted([2, 1]) == [1, 2]") == "passed"
+    assert run_program("assert 1 == 2") == "failed"
+    assert run_program("import os\nos._exit(3)") == "failed"
+    assert run_program("while True:\n    pass", timeout=1) == "timeout"
+    # A forked child is killed with it: the run does not wait for it.
+    assert run_program("import os, time\nos.fork()\ntime.sleep(60)", timeout=1) == "timeout"
+    assert run_program("x = bytearray(8 << 30)") == "failed"  # over the memory limit
+    network = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)"
+    assert run_program(network) == "failed"
+    assert run_program(network.replace("create_connection", "socket().connect")) == "failed"
+
+
+def test_infilling_program_is_the_original_harness_s() -> None:
+    test = "def check(f):\n    assert f(1, 2) == 3"
+    task = humaneval_infilling.InfillTask(
+        "t", "def add(a, b):\n", "\n", "    return a + b\n", test, "add"
+    )
+    assert run_program(humaneval_infilling.program("    return a + b\n", task)) == "passed"
+    assert run_program(humaneval_infilling.program("    return a - b\n", task)) == "failed"
 
 
 @needs_data

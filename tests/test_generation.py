@@ -39,6 +39,22 @@ def test_stop_ends_generation_and_is_not_returned(http: httpx.Client) -> None:
     assert text_of(multi) == free.split(" <= ")[0]
 
 
+def test_completion_ends_where_the_suffix_is_typed_again(http: httpx.Client) -> None:
+    """Left alone, the 0.5B writes the function, then the suffix again with a comment
+    (``print(fibonacci(10))  # Output: 55``), then a code fence and chat. The completion ends
+    before the suffix, streamed or not, and generation stops there."""
+    result = complete(http, max_tokens=200, temperature=0)
+    text = text_of(result)
+    assert "return" in text and "print(" not in text and "```" not in text, text
+    assert result["choices"][0]["finish_reason"] == "stop"
+    assert result["usage"]["completion_tokens"] < 200
+    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 200,
+            "temperature": 0, "stream": True}  # fmt: skip
+    with http.stream("POST", URL, json=body) as response:
+        pieces = [c["choices"][0]["delta"]["content"] for c in _lines(response) if c["choices"]]
+    assert "".join(pieces) == text
+
+
 def test_min_tokens_suppresses_the_end(http: httpx.Client) -> None:
     # The function is already complete: the model ends at once unless told otherwise.
     body = dict(prompt="def add(a, b):\n    return a + b\n", suffix="", temperature=0)

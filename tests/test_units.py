@@ -11,6 +11,12 @@ from fimgate import modelpack
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, get_template
 from fimgate.engines.flights import computed_over, same_text
 from fimgate.engines.llamacpp import PREFIX_CUT_BLOCK, cap_prefix
+from fimgate.engines.middle_end import (
+    CHAT_ARTEFACTS,
+    MiddleEnd,
+    artefact_stops,
+    suffix_anchor,
+)
 from fimgate.engines.stops import StopMatcher
 from fimgate.engines.window_recall import WindowRecall, window_start
 
@@ -173,3 +179,65 @@ def test_window_recall_keeps_its_start_while_bounded() -> None:
     # The start moves only when the remembered text is cut back to half, at a line start.
     assert 1 < len(starts) < 10
 
+
+# -- where the middle ends: chat artefacts and the suffix typed again ---------------------
+
+
+def end_middle(prefix: str, suffix: str, output: str, piece: int = 1) -> tuple[str, bool]:
+    ending = MiddleEnd((), prefix, suffix, detect=True)
+    out = ""
+    for i in range(0, len(output), piece):
+        text, ended = ending.feed(output[i : i + piece])
+        out += text
+        if ended:
+            return out, True
+    return out + ending.flush(), False
+
+
+TWO_RETURNS = "    if b:\n        return False\n    if c:\n        return False\n    return True"
+
+
+@pytest.mark.parametrize("piece", [1, 3, 1000])
+@pytest.mark.parametrize(
+    ("prefix", "suffix", "output", "expected"),
+    [
+        # Cursor at a line's end: the suffix brings its own blank lines.
+        ("def f(x):\n    return ", "\n\nprint(f(2))\n", "x * 2\n\nprint(f(2))\nprint(3)",
+         ("x * 2", True)),
+        # Cursor at a line start: the middle keeps its newline.
+        ("def f(x):\n", "print(f(2))\n", "    return x\nprint(f(2))\n", ("    return x\n", True)),
+        # Indentation counts: an inner closing brace is not the suffix's.
+        ("int f() {\n", "}\n", "  if (a) {\n    return 1;\n  }\n  return 0;\n}\nclass X",
+         ("  if (a) {\n    return 1;\n  }\n  return 0;\n", True)),
+        # The suffix again with a comment after it, and a comment leading to it.
+        ("def f(x):\n", "\nprint(f(2))\n", "    return x\n\n# Example usage\nprint(f(2))  # 4\n",
+         ("    return x", True)),
+        ("def f(x):\n", "print(f(2))\n", "    # double it\n    return 2 * x\n# Test\nprint(f(2))\n",
+         ("    # double it\n    return 2 * x\n", True)),
+        # The right middle may equal the suffix's next line; the next two lines must come
+        # again before a completion is cut.
+        ("    if a > 12:", TWO_RETURNS, "\n        return False\n    if d:\n",
+         ("\n        return False\n    if d:\n", False)),
+        ("    if a > 12:", TWO_RETURNS, "\n        x = 1\n        return False\n    if c:\n",
+         ("\n        x = 1\n", True)),
+        # A line that only starts like the suffix's is the middle's.
+        ("def f(x):\n", "print(f(2))\n", "    y = 1\nprint(f(3))\n",
+         ("    y = 1\nprint(f(3))\n", False)),
+        # Chat drift: a code fence ends it, unless the document has fences of its own.
+        ("def f(x):\n", "", "    return x\n```\n\nThis function", ("    return x\n", True)),
+        ("```python\n", "\n```\n", "x = 1\n```\n", ("x = 1", True)),
+        ("def f(x):\n", "", "    return x<|im_end|>", ("    return x", True)),
+    ],
+)  # fmt: skip
+def test_middle_ends_before_the_suffix_and_chat_artefacts(
+    prefix: str, suffix: str, output: str, expected: tuple[str, bool], piece: int
+) -> None:
+    assert end_middle(prefix, suffix, output, piece) == expected
+
+
+def test_suffix_anchor_is_the_first_whole_lines_after_the_cursor() -> None:
+    assert suffix_anchor("x = (", "1)\n    y = 2\n") == ("    y = 2",)
+    two = suffix_anchor("x = 1\n", "\n\n    y = 2\n\n    z = 3  \n    w\n")
+    assert two == ("    y = 2", "    z = 3")
+    assert suffix_anchor("x = (", "1)\n    y = 2") == ()  # the window may cut it short
+    assert artefact_stops("# notes\n```\n", "") == tuple(a for a in CHAT_ARTEFACTS if a != "```")

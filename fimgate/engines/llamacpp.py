@@ -41,7 +41,7 @@ from fimgate.engines.base import (
 )
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
 from fimgate.engines.flights import Flight, Flights, computed_over
-from fimgate.engines.stops import StopMatcher
+from fimgate.engines.middle_end import MiddleEnd
 from fimgate.engines.window_recall import WindowRecall
 
 _END = object()
@@ -93,6 +93,9 @@ class LlamaCppOptions:
     # Put back the lines an editor's window dropped (window_recall.py); only with a prefix
     # cap, which bounds what is put back.
     window_recall: bool = False
+    # End completions where the middle ends: chat artefacts, the suffix typed again
+    # (middle_end.py).
+    middle_end_stops: bool = False
 
 
 class LlamaCppEngine:
@@ -240,7 +243,9 @@ class LlamaCppEngine:
             ids += await self._tokenize(head_text)
             budget = min(budget - produced, self.context_length - len(ids))
         if budget > 0:
-            ending = StopMatcher(job.stop)
+            ending = MiddleEnd(
+                job.stop, job.prefix + head_text, job.suffix, detect=self._options.middle_end_stops
+            )
             base = produced
             async with contextlib.aclosing(self._run(ids, job, budget, ignore_eos=False)) as run:
                 async for chunk in run:
