@@ -66,8 +66,9 @@ class Target:
 
     async def stream(
         self, client: httpx.AsyncClient, prefix: str, suffix: str, max_tokens: int
-    ) -> AsyncIterator[str]:
-        """Text pieces as the server sends them; closing the iterator closes the request."""
+    ) -> AsyncIterator[str | int]:
+        """Text pieces as the server sends them, then the completion tokens where the server
+        reports them (a piece may hold several); closing the iterator closes the request."""
         path, body = self.request(prefix, suffix, max_tokens)
         async with client.stream("POST", self.url + path, json=body, headers=self.headers) as r:
             r.raise_for_status()
@@ -81,6 +82,12 @@ class Target:
                 else:
                     text = event.get("content", "")
                 yield text
+                # fimgate's last chunk has the usage; llama.cpp's last event its count.
+                tokens = (event.get("usage") or {}).get("completion_tokens")
+                if tokens is None and event.get("stop"):
+                    tokens = event.get("tokens_predicted")
+                if tokens is not None:
+                    yield int(tokens)
 
     def stop(self) -> None:
         self.process.terminate()

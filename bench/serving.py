@@ -54,6 +54,7 @@ class Sample:
     total: float | None  # None: cancelled before the end, or failed
     pieces: int
     failed: bool = False  # the server cut the request off or answered with an error
+    tokens: int | None = None  # completion tokens, where the server reports them at the end
 
 
 @dataclass
@@ -72,11 +73,14 @@ class Result:
     def summary(self) -> dict[str, float | int | str | None]:
         ttft = [s.ttft for s in self.samples if s.ttft is not None]
         full = [s.total for s in self.samples if s.total is not None]
-        delivered = sum(s.pieces for s in self.samples)
+        delivered = sum(s.tokens or s.pieces for s in self.samples)
         decode = [
-            (s.pieces - 1) / (s.total - s.ttft)
+            ((s.tokens or s.pieces) - 1) / (s.total - s.ttft)
             for s in self.samples
-            if s.total is not None and s.ttft is not None and s.pieces >= 4 and s.total > s.ttft
+            if s.total is not None
+            and s.ttft is not None
+            and (s.tokens or s.pieces) >= 4
+            and s.total > s.ttft
         ]
         return {
             "server": self.server,
@@ -122,11 +126,13 @@ async def _one(
     target: Target, client: httpx.AsyncClient, prompt: Prompt, gap: float | None
 ) -> Sample:
     start_at = time.perf_counter()
-    pieces, first = 0, None
+    pieces, first, tokens = 0, None, None
     stream = target.stream(client, prompt.prefix, prompt.suffix, MAX_TOKENS)
     try:
         async for piece in stream:
-            if piece:
+            if isinstance(piece, int):
+                tokens = piece
+            elif piece:
                 pieces += 1
                 if first is None:
                     first = time.perf_counter() - start_at
@@ -134,12 +140,15 @@ async def _one(
                         break
         else:
             total = time.perf_counter() - start_at
-            return Sample(first if first is not None else total, total, pieces)
+            return Sample(first if first is not None else total, total, pieces, tokens=tokens)
         try:  # the typist reads for `gap`, then types on: cancel if still generating
             async with asyncio.timeout(gap):
                 async for piece in stream:
-                    pieces += bool(piece)
-            return Sample(first, time.perf_counter() - start_at, pieces)
+                    if isinstance(piece, int):
+                        tokens = piece
+                    else:
+                        pieces += bool(piece)
+            return Sample(first, time.perf_counter() - start_at, pieces, tokens=tokens)
         except TimeoutError:
             return Sample(first, None, pieces)
     finally:
