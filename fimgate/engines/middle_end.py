@@ -8,9 +8,10 @@ endings are applied to every completion, in the stream, before text reaches the 
   document itself contains it (a Markdown file has fences of its own). The markers are
   end-of-generation tokens in llama.cpp already; as text they can only be drift.
 - **The suffix, typed again**: a whole output line equal (indentation included, a trailing
-  comment allowed) to the suffix's first complete non-blank line. The completion ends before
-  it and the comment lines leading to it ("# Example usage"), and blank lines the suffix
-  starts with anyway are not sent twice.
+  comment allowed) to the suffix's first complete non-blank line; as the completion's first
+  line, only with the suffix's next line after it. The completion ends before it and the
+  comment lines leading to it ("# Example usage"), and blank lines the suffix starts with
+  anyway are not sent twice.
 
 Text that may turn out to be the start of either is held back until it cannot be.
 """
