@@ -2,7 +2,7 @@
 side: a quality check for a quantization or build choice before it may change the default.
 
     python bench/fim_exact_match.py GGUF [GGUF ...] [--language py] [--limit 100]
-        [--in-order] [--data ../shared/data] [--json OUT]
+        [--in-order] [--typed-middle off|on|both] [--data ../shared/data] [--json OUT]
 
 Scored as the Qwen2.5-Coder report does (see the data's README): the Qwen FIM prompt with the
 prefix cut to its last 1,472 tokens and the suffix to its first 512, greedy, at most 64 new
@@ -12,6 +12,9 @@ the first N in file order, the records ``fimgate eval --limit N`` sends), and ev
 answers each record before the next one, so a run cut short still compares like with like.
 ``--json`` writes every output; ``--compare EVAL.json`` (a ``fimgate eval --json`` run on the
 same records) says on how many records the server's output and score are the direct run's.
+``--typed-middle on`` lays the prompt out as fimgate's engine does by default (the text typed
+lately at the middle's start, its last tokens healed: fimgate/engines/typed_middle.py);
+``both`` runs each model both ways.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import httpx
 import xllamacpp
 
+from fimgate.engines.typed_middle import heal, split_at, starts_with_grammar
 from fimgate.evals.humaneval_fim import MAX_TOKENS, PREFIX_TOKENS, SUFFIX_TOKENS, exact, load
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -32,38 +36,55 @@ MARKERS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 
 
 class Model:
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, typed_middle: bool = False) -> None:
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
         params.n_ctx, params.n_parallel = 4096, 1
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
         params.n_batch = params.n_ubatch = 256
         params.verbosity = -1
-        self.name = path.name
+        self.name = path.name + (" typed-middle" if typed_middle else "")
+        self.typed_middle = typed_middle
         self.server = xllamacpp.Server(params)
         url = self.server.listening_address
         self.url = url if url.startswith("http") else f"http://{url}"
         self.markers = [self.tokenize(m, special=True)[0] for m in MARKERS]
 
-    def tokenize(self, text: str, special: bool = False) -> list[int]:
+    def tokenize(self, text: str, special: bool = False, pieces: bool = False) -> list[Any]:
         if not text:
             return []
         body = {"content": text, "parse_special": special, "add_special": False}
-        return httpx.post(f"{self.url}/tokenize", json=body, timeout=60).json()["tokens"]
+        tokens = httpx.post(
+            f"{self.url}/tokenize", json={**body, "with_pieces": pieces}, timeout=60
+        ).json()["tokens"]
+        return [(t["id"], t["piece"]) for t in tokens] if pieces else tokens
+
+    def detokenize(self, ids: list[int]) -> str:
+        return httpx.post(f"{self.url}/detokenize", json={"tokens": ids}, timeout=60).json()[
+            "content"
+        ]
 
     def infill(self, prefix: str, suffix: str) -> str:
         pre, suf, mid = self.markers
-        prefix_ids = self.tokenize(prefix)[-PREFIX_TOKENS:]
-        ids = [pre, *prefix_ids, suf, *self.tokenize(suffix)[:SUFFIX_TOKENS], mid]
+        # --typed-middle: the engine's layout (fimgate/engines/typed_middle.py).
+        split = split_at(prefix) if self.typed_middle else len(prefix)
+        healed = heal(self.tokenize(prefix[split:], pieces=True))
+        prefix_ids = self.tokenize(prefix[:split])[-(PREFIX_TOKENS - len(healed.ids)) :]
+        ids = [pre, *prefix_ids, suf, *self.tokenize(suffix)[:SUFFIX_TOKENS], mid, *healed.ids]
         chunks: list[dict[str, Any]] = []
 
         def on_chunk(chunk: dict[str, Any]) -> bool:
             chunks.append(chunk)
             return False
 
-        body = {"prompt": ids, "n_predict": MAX_TOKENS, "temperature": 0, "top_k": 0, "min_p": 0}
+        body: dict[str, Any] = {
+            "prompt": ids, "n_predict": MAX_TOKENS + healed.taken, "temperature": 0,
+            "top_k": 0, "min_p": 0,
+        }  # fmt: skip
+        if healed.text:
+            body["grammar"] = starts_with_grammar(healed.text)
         self.server.handle_completions(body, on_chunk)
-        return chunks[-1]["choices"][0]["text"]
+        return chunks[-1]["choices"][0]["text"][len(healed.text) :]
 
 
 def main() -> None:
@@ -75,13 +96,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--in-order", action="store_true", help="the first N, not shuffled")
     parser.add_argument("--json", type=Path, help="write every output here")
+    parser.add_argument(
+        "--typed-middle", choices=("off", "on", "both"), default="off",
+        help="the typed text at the middle's start, as the engine lays it out",
+    )
     parser.add_argument("--compare", type=Path, help="a fimgate eval --json of the same records")
     args = parser.parse_args()
     records = load(args.data, args.language)
     if not args.in_order:
         random.Random(0).shuffle(records)
     records = records[: args.limit]
-    models = [Model(path, args.threads) for path in args.models]
+    layouts = {"off": [False], "on": [True], "both": [False, True]}[args.typed_middle]
+    models = [Model(path, args.threads, typed) for path in args.models for typed in layouts]
     hits = [0] * len(models)
     outputs: dict[str, list[dict[str, Any]]] = {m.name: [] for m in models}
     for done, record in enumerate(records, 1):

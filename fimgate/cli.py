@@ -46,6 +46,7 @@ def engine_options(settings: Settings) -> LlamaCppOptions:
         cache_ram_mib=settings.cache_ram_mib,
         window_recall=settings.window_recall,
         middle_end_stops=settings.middle_end_stops,
+        typed_middle=settings.typed_middle,
         fim_template=settings.fim_template,
     )
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # End a completion where the middle ends: at a code fence or chat marker written out, or
     # where the suffix's next line is typed again (engines/middle_end.py).
     middle_end_stops: bool = True
+    # The text typed lately goes at the middle's start, so a keystroke does not read the
+    # suffix again (engines/typed_middle.py).
+    typed_middle: bool = True
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 

@@ -55,6 +55,20 @@ def test_completion_ends_where_the_suffix_is_typed_again(http: httpx.Client) -> 
     assert "".join(pieces) == text
 
 
+def test_a_cursor_inside_a_word_gets_the_rest_of_it(http: httpx.Client) -> None:
+    """The typed text's last token is taken back and generated again (typed_middle.py): the
+    completion goes on from the cursor, never repeats what was typed, streamed or not."""
+    prefix = "def fibonacci(n):\n    if n <= 1:\n        return n\n    return fibonacci(n - 1)"
+    prefix += " + fibon"  # " fibonacci" is one token: " fib" + "on" is not how it is written
+    body = {"prompt": prefix, "max_tokens": 8, "temperature": 0, "stop": ["\n"]}
+    text = text_of(complete(http, **body))
+    assert text.startswith("acci(n - 2)"), text
+    with http.stream("POST", URL, json={"model": "codestral-latest", "suffix": SUFFIX,
+                                        "stream": True, **body}) as response:  # fmt: skip
+        pieces = [c["choices"][0]["delta"]["content"] for c in _lines(response) if c["choices"]]
+    assert "".join(pieces) == text
+
+
 def test_min_tokens_suppresses_the_end(http: httpx.Client) -> None:
     # The function is already complete: the model ends at once unless told otherwise.
     body = dict(prompt="def add(a, b):\n    return a + b\n", suffix="", temperature=0)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fimgate.engines.typed_middle import MAX_TAKEN
 from tests.conftest import Server, start_server, stop_server
 from tests.test_generation import URL, _lines, _wait_idle
 
@@ -21,6 +22,12 @@ from tests.test_generation import URL, _lines, _wait_idle
 SOURCE = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text()
 CURSOR = SOURCE.index("    def _wrap_chunks(")
 PREFIX, SUFFIX = SOURCE[CURSOR - 1500 : CURSOR], SOURCE[CURSOR : CURSOR + 400]
+
+
+# A prompt read afresh: all of it but the leading FIM marker (every prompt starts with it),
+# the typed tokens taken back to be generated again, and one token either way where the typed
+# text is split off (usage counts the prompt tokenized whole; typed_middle.py).
+ALL_BUT = 1 + MAX_TAKEN + 1
 
 
 def fim(client: httpx.Client, prefix: str, suffix: str = SUFFIX, **body) -> dict:
@@ -63,11 +70,19 @@ def test_reused_prefix_gives_the_same_tokens_as_a_cold_run(one_slot: Server) -> 
             cold, cold_computed = computed(one_slot, lambda p=prompt: fim(c, p))
             fim(c, PREFIX)  # the keystroke before: the next run reuses its prefix
             warm, warm_computed = computed(one_slot, lambda p=prompt: fim(c, p))
-            # All read afresh but the leading FIM marker, which every prompt starts with.
-            assert cold_computed >= cold["usage"]["prompt_tokens"] - 1
+            assert cold_computed >= cold["usage"]["prompt_tokens"] - ALL_BUT
             assert warm_computed < cold_computed // 4, (warm_computed, cold_computed)
             assert text_of(warm) == text_of(cold), typed
             assert warm["usage"] == cold["usage"]
+
+
+def test_a_keystroke_reads_only_what_was_typed(one_slot: Server) -> None:
+    """The typed text goes at the middle's start (typed_middle.py): the suffix behind the
+    cursor stays cached, and a keystroke reads the new characters, not the suffix again."""
+    with one_slot.client() as c:
+        fim(c, PREFIX + "    def _wr")
+        _, typed_computed = computed(one_slot, lambda: fim(c, PREFIX + "    def _wrap_c"))
+    assert typed_computed < 8, typed_computed  # the suffix alone is 48 tokens
 
 
 def test_prompt_budget_caps_prefix_and_suffix_in_tokens(one_slot: Server) -> None:
@@ -102,7 +117,7 @@ def test_lines_the_window_dropped_are_put_back_for_the_same_key_only(one_slot: S
         theirs, theirs_computed = computed(one_slot, lambda: fim(c2, moved))
     # Only the typed text and the suffix behind it (48 tokens here) are read again.
     assert mine_computed < 48 + 16, mine_computed
-    assert theirs_computed >= theirs["usage"]["prompt_tokens"] - 1 > 4 * mine_computed
+    assert theirs_computed >= theirs["usage"]["prompt_tokens"] - ALL_BUT > 4 * mine_computed
     assert mine["usage"] == theirs["usage"]
 
 

@@ -18,6 +18,7 @@ from fimgate.engines.middle_end import (
     suffix_anchor,
 )
 from fimgate.engines.stops import StopMatcher
+from fimgate.engines.typed_middle import SPLIT_EVERY, heal, split_at, starts_with_grammar
 from fimgate.engines.window_recall import WindowRecall, window_start
 
 
@@ -241,3 +242,39 @@ def test_suffix_anchor_is_the_first_whole_lines_after_the_cursor() -> None:
     assert two == ("    y = 2", "    z = 3")
     assert suffix_anchor("x = (", "1)\n    y = 2") == ()  # the window may cut it short
     assert artefact_stops("# notes\n```\n", "") == tuple(a for a in CHAT_ARTEFACTS if a != "```")
+
+
+def test_typed_text_split_stays_put_while_typing_then_moves_to_a_line_start() -> None:
+    source = "".join(f"line {i} = {i * i}\n" for i in range(100))
+    starts = {split_at(source[:n]) for n in range(600, 768)}  # typing within one block
+    assert len(starts) == 1
+    start = starts.pop()
+    assert source[start - 1] == "\n" and start <= 512 < start + SPLIT_EVERY
+    moved = split_at(source[:800])
+    assert moved > start and source[moved - 1] == "\n" and moved <= 768
+    assert split_at(source[:100]) == 100  # a prefix shorter than a block: nothing typed
+    minified = "x=1;" * 300
+    assert split_at(minified) == 1024  # no line start near: the block start itself
+
+
+@pytest.mark.parametrize(
+    ("pieces", "ids", "text"),
+    [
+        ([(1, "coll"), (2, "atz"), (3, " []")], [1, 2], " []"),
+        ([(1, " +"), (2, " fib"), (3, "on")], [1], " fibon"),  # the whole word goes back
+        ([(1, "x"), (2, "."), (3, "real")], [1, 2], "real"),
+        ([(1, "x"), (2, " '"), (3, [195]), (4, [169])], [1, 2], "é"),  # é in two tokens
+        ([(1, "é")], [], "é"),
+        ([], [], ""),
+        ([(1, "   "), (2, ' """\n\n')], [1, 2], ""),  # a line's end: nothing taken back
+    ],
+)
+def test_heal_takes_back_the_last_whole_character_tokens(pieces, ids, text) -> None:
+    healed = heal(pieces)
+    assert (healed.ids, healed.text, healed.taken) == (ids, text, len(pieces) - len(ids))
+
+
+def test_starts_with_grammar_escapes_all_but_plain_letters() -> None:
+    assert starts_with_grammar('a "b"\n日') == (
+        'root ::= "a \\U00000022b\\U00000022\\U0000000a\\U000065e5" [^\\x00]*'
+    )

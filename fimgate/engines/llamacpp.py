@@ -42,6 +42,7 @@ from fimgate.engines.base import (
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
 from fimgate.engines.flights import Flight, Flights, computed_over
 from fimgate.engines.middle_end import MiddleEnd
+from fimgate.engines.typed_middle import Healed, heal, split_at, starts_with_grammar
 from fimgate.engines.window_recall import WindowRecall
 
 _END = object()
@@ -75,6 +76,12 @@ def cap_prefix(ids: list[int], cap: int) -> list[int]:
 
 
 @dataclass(frozen=True)
+class _Prompt:
+    ids: list[int]
+    heal: Healed | None  # the output must start with heal.text, which the client has
+
+
+@dataclass(frozen=True)
 class LlamaCppOptions:
     n_ctx: int = 8192
     n_parallel: int = 4
@@ -96,6 +103,9 @@ class LlamaCppOptions:
     # End completions where the middle ends: chat artefacts, the suffix typed again
     # (middle_end.py).
     middle_end_stops: bool = False
+    # The text typed lately at the middle's start, so a keystroke does not read the suffix
+    # again (typed_middle.py).
+    typed_middle: bool = False
 
 
 class LlamaCppEngine:
@@ -177,38 +187,50 @@ class LlamaCppEngine:
 
     # -- encode ---------------------------------------------------------------------------
 
-    async def _tokenize(self, text: str) -> list[int]:
+    async def _tokenize(self, text: str, pieces: bool = False) -> list[Any]:
+        """Token ids (``pieces``: ``(id, piece)`` pairs) of user text, markers not parsed."""
         if not text:
             return []
         if self._tokenizer is None:
             self._tokenizer = httpx.AsyncClient(
                 base_url=self._base_url, headers=self._auth(), timeout=60
             )
-        response = await self._tokenizer.post(
-            "/tokenize", json={"content": text, "parse_special": False, "add_special": False}
-        )
+        body = {"content": text, "parse_special": False, "add_special": False}
+        response = await self._tokenizer.post("/tokenize", json={**body, "with_pieces": pieces})
         if response.status_code != 200:
             raise EngineError(f"tokenizer failed: HTTP {response.status_code}")
-        return response.json()["tokens"]
+        tokens = response.json()["tokens"]
+        return [(t["id"], t["piece"]) for t in tokens] if pieces else tokens
 
     async def encode(self, job: FimJob) -> EncodedPrompt:
         prefix = self._recall.restore(job.editor, job.prefix) if self._recall else job.prefix
-        texts = [prefix, job.suffix] + ([job.prefix] if prefix != job.prefix else [])
-        prefix_ids, suffix_ids, *sent = await asyncio.gather(*map(self._tokenize, texts))
+        split = split_at(prefix) if self._options.typed_middle else len(prefix)
+        head = prefix[:split]
+        texts = [self._tokenize(head), self._tokenize(prefix[split:], pieces=True)]
+        texts.append(self._tokenize(job.suffix))
+        # Usage counts the client's prompt as sent, in the usual layout: neither the lines
+        # put back nor where the typed text goes are the client's business.
+        if head != job.prefix:
+            texts.append(self._tokenize(job.prefix))
+        head_ids, typed, suffix_ids, *sent = await asyncio.gather(*texts)
         cap = self._options.max_prefix_tokens
-        prefix_ids = cap_prefix(prefix_ids, cap)
-        sent_ids = cap_prefix(sent[0], cap) if sent else prefix_ids
+        sent_ids = cap_prefix(sent[0] if sent else head_ids, cap)
         if self._options.max_suffix_tokens:
             suffix_ids = suffix_ids[: self._options.max_suffix_tokens]
-        ids = self._layout(prefix_ids, suffix_ids)
-        if len(ids) >= self.context_length and sent:  # what was put back must not fail it
-            prefix_ids = sent_ids
-            ids = self._layout(prefix_ids, suffix_ids)
+        typed_ids = [token for token, _ in typed]
+        healed = heal(typed) if typed else None
+        if cap and len(typed_ids) >= cap // 2:  # a budget too small to split
+            head_ids, healed = cap_prefix(head_ids + typed_ids, cap), None
+        elif cap:
+            head_ids = cap_prefix(head_ids, cap - len(typed_ids))
+        ids = self._layout(head_ids, suffix_ids) + (healed.ids if healed else [])
+        if len(ids) >= self.context_length and prefix != job.prefix:
+            # What was put back must not fail it: the client's own prompt, as laid out.
+            ids, healed = self._layout(sent_ids, suffix_ids), None
         if len(ids) >= self.context_length:
             raise PromptTooLong(len(ids), self.context_length)
-        # Usage counts the prompt as sent: lines put back are the server's business.
-        put_back = max(0, len(prefix_ids) - len(sent_ids))
-        return EncodedPrompt(tokens=len(ids) - put_back, payload=ids)
+        usage = len(self._layout(sent_ids, suffix_ids))
+        return EncodedPrompt(tokens=usage, payload=_Prompt(ids, healed))
 
     def _layout(self, prefix_ids: list[int], suffix_ids: list[int]) -> list[int]:
         ids: list[int] = [self._bos] if self._bos is not None else []
@@ -224,35 +246,47 @@ class LlamaCppEngine:
     # -- generate -------------------------------------------------------------------------
 
     async def generate(self, prompt: EncodedPrompt, job: FimJob) -> AsyncIterator[EngineEvent]:
-        ids: list[int] = list(prompt.payload)  # type: ignore[call-overload]
-        room = self.context_length - len(ids)
+        payload: _Prompt = prompt.payload  # type: ignore[assignment]
+        ids = list(payload.ids)
+        # The typed text's last tokens, taken back (typed_middle.py), are generated again
+        # first: not sent (the client typed them), not charged.
+        taken = payload.heal.taken if payload.heal else 0
+        unsent = payload.heal.text if payload.heal else ""
+        room = self.context_length - len(ids) - taken
         budget = room if job.max_tokens is None else min(job.max_tokens, room)
-        produced = 0
+        spent = 0  # tokens llama.cpp generated, the taken-back ones included
         llama_reason: str | None = "length"
         head_text = ""
         if job.min_tokens and budget:
             # min_tokens: first generate that many with end-of-generation suppressed (stop
             # strings do not apply yet, as in vLLM), then continue normally from there.
-            head = min(job.min_tokens, budget)
-            async with contextlib.aclosing(self._run(ids, job, head, ignore_eos=True)) as run:
+            head = min(job.min_tokens, budget) + taken
+            generated = ""
+            run = self._run(ids, job, head, ignore_eos=True, grammar=starts_with_grammar(unsent))
+            async with contextlib.aclosing(run):
                 async for chunk in run:
-                    head_text += chunk.text
-                    produced = chunk.predicted
-                    if chunk.text:
-                        yield TextDelta(chunk.text, produced)
-            ids += await self._tokenize(head_text)
-            budget = min(budget - produced, self.context_length - len(ids))
-        if budget > 0:
+                    generated += chunk.text
+                    spent = chunk.predicted
+                    text, unsent = chunk.text[len(unsent) :], unsent[len(chunk.text) :]
+                    head_text += text
+                    if text:
+                        yield TextDelta(text, max(0, spent - taken))
+            ids += await self._tokenize(generated)
+        n_predict = min(budget + taken - spent, self.context_length - len(ids))
+        if n_predict > 0:
             ending = MiddleEnd(
                 job.stop, job.prefix + head_text, job.suffix, detect=self._options.middle_end_stops
             )
-            base = produced
-            async with contextlib.aclosing(self._run(ids, job, budget, ignore_eos=False)) as run:
+            base = spent
+            grammar = starts_with_grammar(unsent)
+            run = self._run(ids, job, n_predict, ignore_eos=False, grammar=grammar)
+            async with contextlib.aclosing(run):
                 async for chunk in run:
-                    produced = base + chunk.predicted
-                    text, stopped = ending.feed(chunk.text)
+                    spent = base + chunk.predicted
+                    piece, unsent = chunk.text[len(unsent) :], unsent[len(chunk.text) :]
+                    text, stopped = ending.feed(piece)
                     if text:
-                        yield TextDelta(text, produced)
+                        yield TextDelta(text, max(0, spent - taken))
                     if stopped:
                         llama_reason = "stop"
                         break
@@ -260,7 +294,8 @@ class LlamaCppEngine:
                         llama_reason = chunk.finish_reason
                 else:
                     if rest := ending.flush():
-                        yield TextDelta(rest, produced)
+                        yield TextDelta(rest, max(0, spent - taken))
+        produced = max(0, spent - taken)
         reason = self._finish_reason(llama_reason, job, produced, room)
         yield Finished(reason, prompt.tokens, produced)
 
@@ -275,7 +310,7 @@ class LlamaCppEngine:
         return "length"  # max_tokens, or the time bound
 
     async def _run(
-        self, ids: list[int], job: FimJob, n_predict: int, *, ignore_eos: bool
+        self, ids: list[int], job: FimJob, n_predict: int, *, ignore_eos: bool, grammar: str = ""
     ) -> AsyncIterator[_Chunk]:
         """One llama.cpp completion in a worker thread, its chunks bridged to the event loop.
 
@@ -301,6 +336,7 @@ class LlamaCppEngine:
             "timings_per_token": True,
             # The time bound must not cut the min_tokens pass short.
             "t_max_predict_ms": 0 if ignore_eos else self._options.max_predict_ms,
+            "grammar": grammar,
         }
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
