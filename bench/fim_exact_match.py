@@ -59,11 +59,6 @@ class Model:
         ).json()["tokens"]
         return [(t["id"], t["piece"]) for t in tokens] if pieces else tokens
 
-    def detokenize(self, ids: list[int]) -> str:
-        return httpx.post(f"{self.url}/detokenize", json={"tokens": ids}, timeout=60).json()[
-            "content"
-        ]
-
     def infill(self, prefix: str, suffix: str) -> str:
         pre, suf, mid = self.markers
         # --typed-middle: the engine's layout (fimgate/engines/typed_middle.py).

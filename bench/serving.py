@@ -56,6 +56,11 @@ class Sample:
     failed: bool = False  # the server cut the request off or answered with an error
     tokens: int | None = None  # completion tokens, where the server reports them at the end
 
+    @property
+    def delivered(self) -> int:
+        """Tokens delivered: as reported, else one a piece (a piece may hold several)."""
+        return self.tokens or self.pieces
+
 
 @dataclass
 class Result:
@@ -73,14 +78,11 @@ class Result:
     def summary(self) -> dict[str, float | int | str | None]:
         ttft = [s.ttft for s in self.samples if s.ttft is not None]
         full = [s.total for s in self.samples if s.total is not None]
-        delivered = sum(s.tokens or s.pieces for s in self.samples)
+        delivered = sum(s.delivered for s in self.samples)
         decode = [
-            ((s.tokens or s.pieces) - 1) / (s.total - s.ttft)
+            (s.delivered - 1) / (s.total - s.ttft)
             for s in self.samples
-            if s.total is not None
-            and s.ttft is not None
-            and (s.tokens or s.pieces) >= 4
-            and s.total > s.ttft
+            if s.total is not None and s.ttft is not None and s.delivered >= 4 and s.total > s.ttft
         ]
         return {
             "server": self.server,

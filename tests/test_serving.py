@@ -25,8 +25,8 @@ PREFIX, SUFFIX = SOURCE[CURSOR - 1500 : CURSOR], SOURCE[CURSOR : CURSOR + 400]
 
 
 # A prompt read afresh: all of it but the leading FIM marker (every prompt starts with it),
-# the typed tokens taken back to be generated again, and one token either way where the typed
-# text is split off (usage counts the prompt tokenized whole; typed_middle.py).
+# the typed tokens taken back to be generated again, and a token of slack where the typed
+# text is split off (typed_middle.py).
 ALL_BUT = 1 + MAX_TAKEN + 1
 
 

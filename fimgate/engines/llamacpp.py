@@ -42,7 +42,13 @@ from fimgate.engines.base import (
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
 from fimgate.engines.flights import Flight, Flights, computed_over
 from fimgate.engines.middle_end import MiddleEnd
-from fimgate.engines.typed_middle import Healed, heal, split_at, starts_with_grammar
+from fimgate.engines.typed_middle import (
+    Healed,
+    heal,
+    past_typed,
+    split_at,
+    starts_with_grammar,
+)
 from fimgate.engines.window_recall import WindowRecall
 
 _END = object()
@@ -208,16 +214,17 @@ class LlamaCppEngine:
         head = prefix[:split]
         texts = [self._tokenize(head), self._tokenize(prefix[split:], pieces=True)]
         texts.append(self._tokenize(job.suffix))
-        # Usage counts the client's prompt as sent, in the usual layout: neither the lines
-        # put back nor where the typed text goes are the client's business.
-        if head != job.prefix:
+        # Usage counts the client's prompt as sent, in the usual layout: the lines put back
+        # are not the client's business. (The split falls at a line start, where the
+        # tokenizer splits anyway, so head and typed tokens are the prefix's own.)
+        if prefix != job.prefix:
             texts.append(self._tokenize(job.prefix))
         head_ids, typed, suffix_ids, *sent = await asyncio.gather(*texts)
+        typed_ids = [token for token, _ in typed]
         cap = self._options.max_prefix_tokens
-        sent_ids = cap_prefix(sent[0] if sent else head_ids, cap)
+        sent_ids = cap_prefix(sent[0] if sent else head_ids + typed_ids, cap)
         if self._options.max_suffix_tokens:
             suffix_ids = suffix_ids[: self._options.max_suffix_tokens]
-        typed_ids = [token for token, _ in typed]
         healed = heal(typed) if typed else None
         if cap and len(typed_ids) >= cap // 2:  # a budget too small to split
             head_ids, healed = cap_prefix(head_ids + typed_ids, cap), None
@@ -267,7 +274,7 @@ class LlamaCppEngine:
                 async for chunk in run:
                     generated += chunk.text
                     spent = chunk.predicted
-                    text, unsent = chunk.text[len(unsent) :], unsent[len(chunk.text) :]
+                    text, unsent = past_typed(chunk.text, unsent)
                     head_text += text
                     if text:
                         yield TextDelta(text, max(0, spent - taken))
@@ -283,7 +290,7 @@ class LlamaCppEngine:
             async with contextlib.aclosing(run):
                 async for chunk in run:
                     spent = base + chunk.predicted
-                    piece, unsent = chunk.text[len(unsent) :], unsent[len(chunk.text) :]
+                    piece, unsent = past_typed(chunk.text, unsent)
                     text, stopped = ending.feed(piece)
                     if text:
                         yield TextDelta(text, max(0, spent - taken))

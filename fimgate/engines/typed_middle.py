@@ -90,3 +90,9 @@ def starts_with_grammar(text: str) -> str:
         c if c.isascii() and (c.isalnum() or c == " ") else f"\\U{ord(c):08x}" for c in text
     )
     return f'root ::= "{literal}" [^\\x00]*'
+
+
+def past_typed(piece: str, unsent: str) -> tuple[str, str]:
+    """What of a generated ``piece`` goes past the taken-back text still to come
+    (``unsent``), and what of that text is still to come after it."""
+    return piece[len(unsent) :], unsent[len(piece) :]
