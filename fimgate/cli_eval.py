@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from fimgate.config import CODESTRAL_ALIASES
 from fimgate.evals import humaneval_fim, humaneval_infilling
+from fimgate.evals.journal import Journal
 from fimgate.evals.runner import Completion, Endpoint, FimTask, run, started_server
 from fimgate.evals.sandbox import run_program
 from fimgate.modelpack import DEFAULT_MODEL
@@ -42,10 +42,18 @@ from fimgate.modelpack import DEFAULT_MODEL
     "for (default codestral-latest, its default model).",
 )
 @click.option("--threads", type=int, help="CPU threads of the server it starts.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here.")
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path),
+    help="Write results here; completions go to FILE.partial.jsonl as they come.",
+)  # fmt: skip
+@click.option(
+    "--resume", is_flag=True,
+    help="Keep the completions in the --json file's .partial.jsonl and make only the rest.",
+)  # fmt: skip
 def eval_command(
     data_dir: Path, languages: str, infilling: str, limit: int | None, url: str | None,
-    key: str | None, model: str | None, threads: int | None, json_path: Path | None,
+    key: str | None, model: str | None, threads: int | None,
+    json_path: Path | None, resume: bool,
 ) -> None:  # fmt: skip
     """HumanEval-FIM exact match (Qwen2.5-Coder scoring) and HumanEval single-line infilling
     (exact match, pass@1 in a sandbox) through a fimgate's API."""
@@ -55,6 +63,8 @@ def eval_command(
         raise click.UsageError(f"unknown language(s) {unknown}; choose from py, java, js")
     if url and not key:
         raise click.UsageError("--url needs --key (or FIMGATE_API_KEY)")
+    if resume and not json_path:
+        raise click.UsageError("--resume needs --json (the run to resume)")
     sets: dict[str, list[FimTask]] = {
         f"fim-{lang}": list(humaneval_fim.load(data_dir, lang, limit)) for lang in chosen
     }
@@ -72,14 +82,35 @@ def eval_command(
     else:
         model = model or DEFAULT_MODEL
         server = started_server(model, threads)
-    results: dict[str, list[dict[str, Any]]] = {}
-    started = time.monotonic()
-    with server as endpoint, Progress(console=console) as progress:
-        for name, tasks in sets.items():
-            bar = progress.add_task(TITLES.get(name, name), total=len(tasks))
-            completions = run(endpoint, tasks, lambda bar=bar: progress.advance(bar))
-            results[name] = [_record(t, c) for t, c in zip(tasks, completions, strict=True)]
-    seconds = time.monotonic() - started
+    journal_path = json_path.with_suffix(".partial.jsonl") if json_path else None
+    try:
+        journal = Journal(journal_path, model, resume)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
+    todo = {
+        name: [t for t in tasks if (name, t.name) not in journal.made]
+        for name, tasks in sets.items()
+    }
+    if any(todo.values()):
+        with server as endpoint, Progress(console=console) as progress:
+            for name, tasks in todo.items():
+                bar = progress.add_task(
+                    TITLES.get(name, name), total=len(sets[name]),
+                    completed=len(sets[name]) - len(tasks),
+                )  # fmt: skip
+
+                def finished(
+                    task: FimTask, done: Completion, name: str = name, bar: TaskID = bar
+                ) -> None:
+                    journal.add(name, task.name, done)
+                    progress.advance(bar)
+
+                run(endpoint, tasks, finished)
+    results = {
+        name: [_record(t, journal.made[name, t.name]) for t in tasks]
+        for name, tasks in sets.items()
+    }
+    seconds = journal.seconds()
     summary = _summaries(results)
     Console().print(_table(model, summary))
     if json_path:

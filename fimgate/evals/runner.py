@@ -59,15 +59,18 @@ def complete(client: httpx.Client, endpoint: Endpoint, task: FimTask) -> Complet
 
 
 def run(
-    endpoint: Endpoint, tasks: Sequence[FimTask], advance: Callable[[], None]
-) -> list[Completion]:
+    endpoint: Endpoint, tasks: Sequence[FimTask], finished: Callable[[FimTask, Completion], None]
+) -> None:
+    """Completes every task, one request at a time, calling ``finished`` with each completion.
+
+    Tasks are sent sorted by prompt: the records of one problem then follow each other, and
+    the server's prompt cache reads only where each differs from the last (a third less time
+    for the 1.5B; four requests at a time were slower still on 2 cores, where decoding a
+    batch of four costs about four single decodes)."""
     headers = {"Authorization": f"Bearer {endpoint.key}"}
-    outputs = []
     with httpx.Client(headers=headers, timeout=600) as client:
-        for task in tasks:
-            outputs.append(complete(client, endpoint, task))
-            advance()
-    return outputs
+        for task in sorted(tasks, key=lambda task: (task.prefix, task.suffix)):
+            finished(task, complete(client, endpoint, task))
 
 
 def _free_port() -> int:
