@@ -76,8 +76,8 @@ class Model:
             "prompt": ids, "n_predict": MAX_TOKENS + healed.taken, "temperature": 0,
             "top_k": 0, "min_p": 0,
         }  # fmt: skip
-        if healed.text:
-            body["grammar"] = starts_with_grammar(healed.text)
+        if grammar := starts_with_grammar(healed.text, split < len(prefix)):
+            body["grammar"] = grammar
         self.server.handle_completions(body, on_chunk)
         return chunks[-1]["choices"][0]["text"][len(healed.text) :]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,14 +23,10 @@ from pathlib import Path
 
 import httpx
 
+from fimgate.local_process import free_port, stop, wait_until_up
+
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -90,34 +85,15 @@ class Target:
                     yield int(tokens)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop(self.process)
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _wait(process: subprocess.Popen, probe: str, log: Path, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(probe, headers=headers, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
 
 
 def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str | None) -> Target:
     folder = Path(tempfile.mkdtemp(prefix=f"fimgate-bench-{name}-"))
     log = folder / "log"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     headers: dict[str, str] = {}
     if name == "fimgate":
@@ -154,5 +130,5 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
             time.sleep(0.1)
         headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
     probe = url + ("/v1/models" if name == "llama-cpp-python" else "/health")
-    _wait(process, probe, log, headers)
+    wait_until_up(process, probe, log, 180, headers)
     return Target(name, process, url, headers, folder)

@@ -10,10 +10,8 @@ installs both).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fimgate.local_process import free_port, stop, wait_until_up
 from tests.services import PostgresServer, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +52,6 @@ class Server:
         return httpx.get(f"{self.url}/health", timeout=10).json()["models"][TEST_MODEL]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fimgate_cli(database_url: str, *args: str) -> str:
     done = subprocess.run(
         [FIMGATE, *args, "--data-dir", str(DATA_DIR), "--database-url", database_url],
@@ -82,7 +75,7 @@ def start_server(
     name: str, *args: str, database_url: str | None = None, env: dict[str, str] | None = None
 ) -> Server:
     """Start ``fimgate serve`` with a fresh database (SQLite unless ``database_url``)."""
-    port = _free_port()
+    port = free_port()
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     log = DATA_DIR / f"{name}.log"
     key_file = DATA_DIR / f"{name}.key"
@@ -98,27 +91,13 @@ def start_server(
             command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300  # first run assembles the model
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"fimgate serve exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                key = key_file.read_text().strip() if key_file.exists() else ""
-                return Server(url, process, log, database_url, key)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"fimgate serve did not start:\n{log.read_text()}")
+    wait_until_up(process, f"{url}/health", log, 300)  # the first run assembles the model
+    key = key_file.read_text().strip() if key_file.exists() else ""
+    return Server(url, process, log, database_url, key)
 
 
 def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+    stop(server.process)
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from fimgate.local_process import free_port, stop
 
 
 def _pg_bin(name: str) -> str | None:
@@ -50,7 +46,7 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [
                 *as_user, postgres, "-D", str(data), "-p", str(port), "-k", str(folder),
@@ -82,11 +78,7 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -100,7 +92,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             return None
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no"],
@@ -122,5 +114,4 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        stop(self.process)

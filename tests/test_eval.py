@@ -96,3 +96,54 @@ def test_eval_refuses_an_unknown_language_and_a_url_without_key() -> None:
         [*base, "--url", "http://127.0.0.1:9"], capture_output=True, text=True, env=env
     )
     assert keyless.returncode == 2 and "--key" in keyless.stderr
+
+
+@needs_data
+def test_a_stopped_eval_resumes_with_only_the_rest(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    command = [FIMGATE, "eval", "--data", str(DATA), "--languages", "py", "--infilling", "none",
+               "--limit", "3", "--url", server.url, "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "FIMGATE_API_KEY": server.key}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr
+    journal = tmp_path / "eval.partial.jsonl"
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len(entries) == 3 and {e["set"] for e in entries} == {"fim-py"}
+    # A run stopped after two records, the second a marker no model writes, the third line
+    # cut off mid-write.
+    entries[1]["output"] = "MARKER"
+    kept = "".join(json.dumps(e) + "\n" for e in entries[:2])
+    journal.write_text(kept + json.dumps(entries[2])[:20])
+    again = subprocess.run(
+        [*command, "--resume"], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert again.returncode == 0, again.stderr
+    records = {r["name"]: r for r in json.loads(out.read_text())["records"]["fim-py"]}
+    assert records[entries[1]["name"]]["output"] == "MARKER"  # kept, not asked again
+    assert records[entries[2]["name"]]["output"], records  # made again
+    lines = journal.read_text().splitlines()
+    assert [json.loads(line)["name"] for line in lines] == [e["name"] for e in entries]
+    # Without --resume the journal starts over.
+    fresh = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "MARKER" not in journal.read_text()
+
+
+@needs_data
+def test_a_journal_of_another_model_is_not_resumed(tmp_path: Path) -> None:
+    (tmp_path / "eval.partial.jsonl").write_text(json.dumps(
+        {"model": "other-model", "set": "fim-py", "name": "x", "output": "", "tokens": 0,
+         "seconds": 1.0}
+    ) + "\n")  # fmt: skip
+    done = subprocess.run(
+        [FIMGATE, "eval", "--data", str(DATA), "--url", "http://127.0.0.1:9", "--key", "k",
+         "--json", str(tmp_path / "eval.json"), "--resume"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "other-model" in done.stderr
+    no_json = subprocess.run(
+        [FIMGATE, "eval", "--data", str(DATA), "--url", "http://127.0.0.1:9", "--key", "k",
+         "--resume"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert no_json.returncode == 2 and "--json" in no_json.stderr

@@ -262,8 +262,10 @@ def test_typed_text_split_stays_put_while_typing_then_moves_to_a_line_start() ->
     [
         ([(1, "coll"), (2, "atz"), (3, " []")], [1, 2], " []"),
         ([(1, " +"), (2, " fib"), (3, "on")], [1], " fibon"),  # the whole word goes back
-        ([(1, "x"), (2, "."), (3, "real")], [1, 2], "real"),
-        ([(1, "x"), (2, " '"), (3, [195]), (4, [169])], [1, 2], "é"),  # é in two tokens
+        ([(1, "x"), (2, "."), (3, "real")], [], "x.real"),  # the run of non-space
+        ([(1, " if"), (2, " c"), (3, " =="), (4, " '"), (5, "(':")], [1, 2, 3], " '(':"),
+        ([(1, "x"), (2, " '"), (3, [195]), (4, [169])], [1], " 'é"),  # é in two tokens
+        ([(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")], [1], "bcde"),  # 4 at most
         ([(1, "é")], [], "é"),
         ([], [], ""),
         ([(1, "   "), (2, ' """\n\n')], [1, 2], ""),  # a line's end: nothing taken back
@@ -278,3 +280,9 @@ def test_starts_with_grammar_escapes_all_but_plain_letters() -> None:
     assert starts_with_grammar('a "b"\n日') == (
         'root ::= "a \\U00000022b\\U00000022\\U0000000a\\U000065e5" [^\\x00]*'
     )
+    # More than whitespace after the text, when asked for, and no grammar for nothing.
+    assert starts_with_grammar("x", True) == (
+        'root ::= "x" [ \\t\\r\\n]* [^ \\t\\r\\n\\x00] [^\\x00]*'
+    )
+    assert starts_with_grammar("", True) == 'root ::= [ \\t\\r\\n]* [^ \\t\\r\\n\\x00] [^\\x00]*'
+    assert starts_with_grammar("") == ""

@@ -285,7 +285,11 @@ class LlamaCppEngine:
                 job.stop, job.prefix + head_text, job.suffix, detect=self._options.middle_end_stops
             )
             base = spent
-            grammar = starts_with_grammar(unsent)
+            # With typed text in the middle, the model ends the middle right after it far
+            # more often than it leaves a hole empty in the usual layout (a bare newline for
+            # `900: 'cm',` between `1000: 'm',` and `500: 'd',`): so it must write something.
+            wants_text = payload.heal is not None and not head_text.strip()
+            grammar = starts_with_grammar(unsent, wants_text)
             run = self._run(ids, job, n_predict, ignore_eos=False, grammar=grammar)
             async with contextlib.aclosing(run):
                 async for chunk in run:

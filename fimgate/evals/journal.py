@@ -46,15 +46,14 @@ class Journal:
         """A journal of another model is refused rather than mixed in."""
         if not path.exists():
             return
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    entry: dict[str, Any] = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the last line of a run stopped mid-write
-                if entry["model"] != self.model:
-                    model = entry["model"]
-                    raise ValueError(f"{path} holds completions of {model}, not {self.model}")
-                done = Completion(entry["output"], entry["tokens"])
-                self.made[entry["set"], entry["name"]] = done
-                self._seconds_before = max(self._seconds_before, entry["seconds"])
+        text = path.read_text(encoding="utf-8")
+        whole = text[: text.rfind("\n") + 1]
+        if whole != text:  # a run stopped mid-line: cut that line, or the next would join it
+            path.write_text(whole, encoding="utf-8")
+        for line in whole.splitlines():
+            entry: dict[str, Any] = json.loads(line)
+            if entry["model"] != self.model:
+                model = entry["model"]
+                raise ValueError(f"{path} holds completions of {model}, not {self.model}")
+            self.made[entry["set"], entry["name"]] = Completion(entry["output"], entry["tokens"])
+            self._seconds_before = max(self._seconds_before, entry["seconds"])

@@ -4,11 +4,9 @@ measured), one request at a time, or starts a fimgate to do so."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ import httpx
 
 from fimgate.config import CODESTRAL_ALIASES
 from fimgate.evals.humaneval_fim import MAX_TOKENS, SUFFIX_TOKENS
+from fimgate.local_process import free_port, stop, wait_until_up
 
 
 class FimTask(Protocol):
@@ -73,19 +72,13 @@ def run(
             finished(task, complete(client, endpoint, task))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def started_server(model: str, threads: int | None) -> Iterator[Endpoint]:
     """A ``fimgate serve`` of ``model`` on loopback with a throwaway database and key, its
     suffix budget at the benchmark's 512 tokens (the server's default is 64) and no time
     bound per completion."""
     with tempfile.TemporaryDirectory(prefix="fimgate-eval-") as folder:
-        port = _free_port()
+        port = free_port()
         key_file = Path(folder) / "key"
         command = [
             str(Path(sys.executable).parent / "fimgate"), "serve", "--model", model,
@@ -106,20 +99,7 @@ def started_server(model: str, threads: int | None) -> Iterator[Endpoint]:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 600  # the first run assembles the model
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fimgate serve did not start:\n{log.read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
+            wait_until_up(process, f"{url}/health", log, 600)  # the first run assembles the model
             yield Endpoint(url, key_file.read_text().strip())
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
