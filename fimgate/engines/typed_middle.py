@@ -65,12 +65,12 @@ def heal(pieces: list[tuple[int, str | list[int]]]) -> Healed:
         # Taken back, the model ends it sooner than the text did, and the rest of the
         # newlines start its next token: a line of spaces (HumanEval single-line, 1.5B).
         return Healed([i for i, _ in pieces], "", 0)
-    word = re.search(r"\S+$", typed)
-    word_start = len(typed[: word.start()].encode()) if word else len(typed.encode())
+    run = re.search(r"\S+$", typed)  # the trailing run of non-space characters
+    run_start = len(typed[: run.start()].encode()) if run else len(typed.encode())
     ends = list(itertools.accumulate(map(len, raw)))
     keep, least = len(pieces) - 1, max(0, len(pieces) - MAX_TAKEN)
     while keep > 0 and (
-        not _whole(b"".join(raw[:keep])) or (keep > least and ends[keep - 1] > word_start)
+        not _whole(b"".join(raw[:keep])) or (keep > least and ends[keep - 1] > run_start)
     ):
         keep -= 1
     tail = b"".join(raw[keep:]).decode(errors="replace")
