@@ -36,10 +36,14 @@ MARKERS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 
 
 class Model:
-    def __init__(self, path: Path, threads: int, typed_middle: bool = False) -> None:
+    def __init__(
+        self, path: Path, threads: int, typed_middle: bool = False, slots: int = 1
+    ) -> None:
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
-        params.n_ctx, params.n_parallel = 4096, 1
+        params.n_ctx, params.n_parallel = 4096, slots
+        if slots > 1:  # the engine's layout (fimgate/engines/llamacpp.py): one KV pool for all
+            params.n_ctx, params.kv_unified = 8192, True
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
         params.n_batch = params.n_ubatch = 256
         params.verbosity = -1
@@ -59,27 +63,35 @@ class Model:
         ).json()["tokens"]
         return [(t["id"], t["piece"]) for t in tokens] if pieces else tokens
 
-    def infill(self, prefix: str, suffix: str) -> str:
+    def request(self, prefix: str, suffix: str, n_probs: int = 0) -> tuple[dict[str, Any], str]:
+        """The greedy llama.cpp request for one record, and the healed text it starts with."""
         pre, suf, mid = self.markers
         # --typed-middle: the engine's layout (fimgate/engines/typed_middle.py).
         split = split_at(prefix) if self.typed_middle else len(prefix)
         healed = heal(self.tokenize(prefix[split:], pieces=True))
         prefix_ids = self.tokenize(prefix[:split])[-(PREFIX_TOKENS - len(healed.ids)) :]
         ids = [pre, *prefix_ids, suf, *self.tokenize(suffix)[:SUFFIX_TOKENS], mid, *healed.ids]
+        body: dict[str, Any] = {
+            "prompt": ids, "n_predict": MAX_TOKENS + healed.taken, "temperature": 0,
+            "top_k": 0, "min_p": 0, "n_probs": n_probs,
+        }  # fmt: skip
+        if grammar := starts_with_grammar(healed.text, split < len(prefix)):
+            body["grammar"] = grammar
+        return body, healed.text
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         chunks: list[dict[str, Any]] = []
 
         def on_chunk(chunk: dict[str, Any]) -> bool:
             chunks.append(chunk)
             return False
 
-        body: dict[str, Any] = {
-            "prompt": ids, "n_predict": MAX_TOKENS + healed.taken, "temperature": 0,
-            "top_k": 0, "min_p": 0,
-        }  # fmt: skip
-        if grammar := starts_with_grammar(healed.text, split < len(prefix)):
-            body["grammar"] = grammar
         self.server.handle_completions(body, on_chunk)
-        return chunks[-1]["choices"][0]["text"][len(healed.text) :]
+        return chunks[-1]["choices"][0]
+
+    def infill(self, prefix: str, suffix: str) -> str:
+        body, healed = self.request(prefix, suffix)
+        return self.complete(body)["text"][len(healed) :]
 
 
 def main() -> None:
