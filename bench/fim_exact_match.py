@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import xllamacpp
 
+from fimgate.engines.llamacpp import LlamaCppOptions
 from fimgate.engines.typed_middle import heal, split_at, starts_with_grammar
 from fimgate.evals.humaneval_fim import MAX_TOKENS, PREFIX_TOKENS, SUFFIX_TOKENS, exact, load
 
@@ -37,13 +38,15 @@ MARKERS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 
 class Model:
     def __init__(
-        self, path: Path, threads: int, typed_middle: bool = False, slots: int = 1
+        self, path: Path, threads: int, typed_middle: bool = False, engine_layout: bool = False
     ) -> None:
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
-        params.n_ctx, params.n_parallel = 4096, slots
-        if slots > 1:  # the engine's layout (fimgate/engines/llamacpp.py): one KV pool for all
-            params.n_ctx, params.kv_unified = 8192, True
+        params.n_ctx, params.n_parallel = 4096, 1
+        if engine_layout:  # as fimgate serve has it (fimgate/engines/llamacpp.py)
+            engine = LlamaCppOptions()
+            params.n_ctx, params.n_parallel = engine.n_ctx, engine.n_parallel
+            params.kv_unified = True  # the slots share one KV pool
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
         params.n_batch = params.n_ubatch = 256
         params.verbosity = -1

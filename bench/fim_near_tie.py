@@ -3,9 +3,9 @@ greedy output, straight through llama.cpp.
 
     python bench/fim_near_tie.py GGUF --language js --record NAME [--served EVAL.json]
 
-The record is completed twice with the engine's layout (4 slots, one KV pool, the typed text
-at the middle's start): after the two records ``fimgate eval`` sends just before it (it sends
-them sorted by prompt, so the prompt cache holds most of this one and reads only the rest, in
+The record is completed twice with the engine's layout (its slots sharing one KV pool, the
+typed text at the middle's start): after the two records ``fimgate eval`` sends just before
+it (sorted by prompt, so the prompt cache holds most of this one and reads only the rest, in
 other batches), then cold, its whole prompt read again. Each run prints its output and every
 token whose runner-up came within ``--margin`` nats; ``--served`` adds the output of a
 ``fimgate eval --json`` run. When a flip between the two runs reproduces the served output,
@@ -23,6 +23,7 @@ from typing import Any
 from fim_exact_match import DATA, Model
 
 from fimgate.evals.humaneval_fim import Task, load
+from fimgate.evals.runner import in_send_order
 
 
 def near_ties(choice: dict[str, Any], margin: float) -> list[str]:
@@ -54,13 +55,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
-    records = sorted(load(args.data, args.language), key=lambda r: (r.prefix, r.suffix))
+    records = in_send_order(load(args.data, args.language))
     at = [r.name for r in records].index(args.record)
     if args.served:
         served = json.loads(args.served.read_text())["records"][f"fim-{args.language}"]
         output = next(r["output"] for r in served if r["name"] == args.record)
         print(f"served: {output!r}")
-    model = Model(args.model, args.threads, typed_middle=True, slots=4)
+    model = Model(args.model, args.threads, typed_middle=True, engine_layout=True)
     for before in records[max(0, at - 2) : at]:
         model.complete(model.request(before.prefix, before.suffix)[0])
     show(model, records[at], "after the records sent before it", args.margin, cached=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -27,6 +27,9 @@ class FimTask(Protocol):
     def prefix(self) -> str: ...
     @property
     def suffix(self) -> str: ...
+
+
+TaskT = TypeVar("TaskT", bound=FimTask)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ def complete(client: httpx.Client, endpoint: Endpoint, task: FimTask) -> Complet
     return Completion(text, answer["usage"]["completion_tokens"])
 
 
+def in_send_order(tasks: Sequence[TaskT]) -> list[TaskT]:
+    """The order ``run`` sends tasks in: sorted by prompt (see there)."""
+    return sorted(tasks, key=lambda task: (task.prefix, task.suffix))
+
+
 def run(
     endpoint: Endpoint, tasks: Sequence[FimTask], finished: Callable[[FimTask, Completion], None]
 ) -> None:
@@ -68,7 +76,7 @@ def run(
     batch of four costs about four single decodes)."""
     headers = {"Authorization": f"Bearer {endpoint.key}"}
     with httpx.Client(headers=headers, timeout=600) as client:
-        for task in sorted(tasks, key=lambda task: (task.prefix, task.suffix)):
+        for task in in_send_order(tasks):
             finished(task, complete(client, endpoint, task))
 
 
