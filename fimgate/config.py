@@ -45,9 +45,11 @@ class Settings(BaseSettings):
     # suffix cap is what a keystroke costs; see bench/RESULTS.md for how it was chosen.
     max_prefix_tokens: int = Field(default=1472, ge=0)
     max_suffix_tokens: int = Field(default=64, ge=0)
-    # Stop generating once this long has passed since the first token and a line is complete,
-    # so a slow machine still answers an editor in time (llama.cpp's t_max_predict_ms); 0: off.
-    max_predict_ms: int = Field(default=2000, ge=0)
+    # A deployment's time bound: stop generating once this long has passed since the first
+    # token and a line is complete (llama.cpp's t_max_predict_ms); 0: none. Off by default:
+    # a wall-clock rule makes the completion depend on how busy the machine is, and a cut
+    # completion reports finish_reason "length".
+    max_predict_ms: int = Field(default=0, ge=0)
     # Host RAM for the KV of prompts that left their slot: switching back to a file restores
     # it instead of recomputing (llama.cpp's --cache-ram).
     cache_ram_mib: int = Field(default=1024, ge=0)

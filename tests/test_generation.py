@@ -166,6 +166,44 @@ def test_non_stream_disconnect_stops_generation(server: Server) -> None:
     assert after["generated_tokens"] - before["generated_tokens"] < 100
 
 
+def test_a_busy_server_gives_the_completion_an_idle_one_would(server: Server) -> None:
+    """No wall-clock rule changes what a request gets: the same greedy completion, ended by
+    the model (not cut short), whether it runs alone or beside three long generations."""
+    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX,
+            "max_tokens": 200, "temperature": 0}  # fmt: skip
+    _wait_idle(server)
+    with server.client() as c:
+        idle = c.post(URL, json=body).json()
+    assert idle["choices"][0]["finish_reason"] == "stop"
+    started = threading.Barrier(4)
+    done = threading.Event()
+
+    def hog(i: int) -> None:
+        hog_body = {**LONG, "prompt": f"# worker {i}\n" + PREFIX, "stream": True}
+        with server.client() as c, c.stream("POST", URL, json=hog_body) as response:
+            for n, _ in enumerate(response.iter_lines()):
+                if n == 2:  # generating, not just reading its prompt
+                    started.wait(timeout=120)
+                if done.is_set():
+                    return
+
+    hogs = [threading.Thread(target=hog, args=(i,)) for i in range(3)]
+    for t in hogs:
+        t.start()
+    try:
+        started.wait(timeout=120)
+        assert server.stats()["active"] == 3
+        with server.client() as c:
+            busy = c.post(URL, json=body).json()
+    finally:
+        done.set()
+        for t in hogs:
+            t.join(timeout=60)
+    assert text_of(busy) == text_of(idle)
+    assert busy["choices"][0]["finish_reason"] == "stop"
+    assert busy["usage"] == idle["usage"]
+
+
 def test_next_request_after_cancel_is_served(http: httpx.Client) -> None:
     assert complete(http, max_tokens=4)["usage"]["completion_tokens"] > 0
 
