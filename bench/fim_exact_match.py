@@ -107,7 +107,9 @@ def main() -> None:
     parser.add_argument("--in-order", action="store_true", help="the first N, not shuffled")
     parser.add_argument("--json", type=Path, help="write every output here")
     parser.add_argument(
-        "--typed-middle", choices=("off", "on", "both"), default="off",
+        "--typed-middle",
+        choices=("off", "on", "both"),
+        default="off",
         help="the typed text at the middle's start, as the engine lays it out",
     )
     parser.add_argument("--compare", type=Path, help="a fimgate eval --json of the same records")

@@ -102,7 +102,11 @@ def keys_create(workspace: str, name: str | None, database: Database, **_: Any) 
 
 def _key_row(table: Table, key: KeyInfo) -> None:
     table.add_row(
-        key.id, key.hint, key.workspace, key.name or "", _when(key.created_at),
+        key.id,
+        key.hint,
+        key.workspace,
+        key.name or "",
+        _when(key.created_at),
         _when(key.revoked_at) or "active",
     )
 
@@ -142,7 +146,11 @@ def limits() -> None:
 @click.option("--tpm", type=int, help="Tokens (prompt + completion) per minute.")
 @_database_options
 def limits_set(
-    workspace: str, model: str | None, rpm: int | None, tpm: int | None, database: Database,
+    workspace: str,
+    model: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    database: Database,
     settings: Settings,
 ) -> None:
     """Override a workspace's limits (for one model, or all); applies to the next request."""
@@ -191,8 +199,12 @@ def parse_since(text: str) -> datetime:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 @_database_options
 def usage(
-    workspace: str | None, since: str | None, limit: int | None, as_json: bool,
-    database: Database, **_: Any,
+    workspace: str | None,
+    since: str | None,
+    limit: int | None,
+    as_json: bool,
+    database: Database,
+    **_: Any,
 ) -> None:
     """The usage ledger: one row per FIM request."""
     rows = UsageLedger(database).rows(workspace, parse_since(since) if since else None, limit)
@@ -205,9 +217,15 @@ def usage(
     table.add_column("cancelled")
     for r in rows:
         table.add_row(
-            r.created_at.strftime("%m-%d %H:%M:%S"), r.workspace, r.key_id, r.model or "",
-            str(r.prompt_tokens), str(r.completion_tokens), str(r.status),
-            f"{r.latency_ms:.0f}", "yes" if r.cancelled else "",
+            r.created_at.strftime("%m-%d %H:%M:%S"),
+            r.workspace,
+            r.key_id,
+            r.model or "",
+            str(r.prompt_tokens),
+            str(r.completion_tokens),
+            str(r.status),
+            f"{r.latency_ms:.0f}",
+            "yes" if r.cancelled else "",
         )
     out.print(table)
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)

@@ -74,7 +74,9 @@ def test_unreachable_redis_is_503_not_500_nor_unlimited() -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    server = start_server("dead-redis", "--n-ctx", "512", "--redis-url", f"redis://127.0.0.1:{dead}")
+    server = start_server(
+        "dead-redis", "--n-ctx", "512", "--redis-url", f"redis://127.0.0.1:{dead}"
+    )
     try:
         with server.client() as c:
             response = c.post(URL, json=ONE_TOKEN)

@@ -284,5 +284,5 @@ def test_starts_with_grammar_escapes_all_but_plain_letters() -> None:
     assert starts_with_grammar("x", True) == (
         'root ::= "x" [ \\t\\r\\n]* [^ \\t\\r\\n\\x00] [^\\x00]*'
     )
-    assert starts_with_grammar("", True) == 'root ::= [ \\t\\r\\n]* [^ \\t\\r\\n\\x00] [^\\x00]*'
+    assert starts_with_grammar("", True) == "root ::= [ \\t\\r\\n]* [^ \\t\\r\\n\\x00] [^\\x00]*"
     assert starts_with_grammar("") == ""

@@ -112,9 +112,7 @@ async def _prepare(
     return served, job, prompt
 
 
-async def _admit(
-    request: Request, served: ServedModel, job: FimJob, prompt: EncodedPrompt
-) -> None:
+async def _admit(request: Request, served: ServedModel, job: FimJob, prompt: EncodedPrompt) -> None:
     room = served.engine.context_length - prompt.tokens
     max_new = room if job.max_tokens is None else min(job.max_tokens, room)
     try:

@@ -140,9 +140,7 @@ class Gateway:
         usage.prompt_tokens = prompt_tokens
         return decision
 
-    async def observe(
-        self, usage: RequestUsage, model: str, aliases: tuple[str, ...] = ()
-    ) -> None:
+    async def observe(self, usage: RequestUsage, model: str, aliases: tuple[str, ...] = ()) -> None:
         """Record the window's state for a request refused before admission (a prompt over
         the context), so its response still carries the rate-limit headers."""
         usage.model = model

@@ -48,9 +48,7 @@ class LimitBook:
             tpm = row.tpm if row.tpm is not None else tpm
         return Limits(rpm=rpm, tpm=tpm)
 
-    def set(
-        self, workspace: str, model: str | None, rpm: int | None, tpm: int | None
-    ) -> None:
+    def set(self, workspace: str, model: str | None, rpm: int | None, tpm: int | None) -> None:
         for name, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value < 1:
                 raise AdminError(f"{name} must be at least 1")
@@ -83,6 +81,4 @@ class LimitBook:
         if workspace is not None:
             query = query.where(Workspace.name == workspace)
         with self._db.session() as session:
-            return [
-                (ws, row.model or "*", row.rpm, row.tpm) for ws, row in session.execute(query)
-            ]
+            return [(ws, row.model or "*", row.rpm, row.tpm) for ws, row in session.execute(query)]

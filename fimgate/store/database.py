@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-
 def _normalize(url: str) -> str:
     # psycopg 3 is the driver we ship; plain postgresql:// URLs would ask for psycopg2.
     for scheme in ("postgresql://", "postgres://"):
@@ -46,9 +45,7 @@ class Database:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(
-                self.url, connect_args={"check_same_thread": False}
-            )
+            self.engine: Engine = create_engine(self.url, connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10)
