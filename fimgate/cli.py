@@ -47,6 +47,9 @@ def engine_options(settings: Settings) -> LlamaCppOptions:
         window_recall=settings.window_recall,
         middle_end_stops=settings.middle_end_stops,
         typed_middle=settings.typed_middle,
+        editor_context=settings.editor_context,
+        max_context_tokens=settings.max_context_tokens,
+        suggestions=settings.suggestions,
         fim_template=settings.fim_template,
     )
 
@@ -87,7 +90,9 @@ def main() -> None:
     help="Where the first API key is written when none exists (default: DATA_DIR/first-api-key).",
 )
 @click.option(
-    "--allowed-origin", "allowed_origins", multiple=True,
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
     help="A browser origin allowed to call the API (default: none, browsers get 403).",
 )
 def serve(**options: Any) -> None:

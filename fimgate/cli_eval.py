@@ -12,34 +12,69 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from fimgate.cli_eval_editor import editor_eval
 from fimgate.config import CODESTRAL_ALIASES
 from fimgate.evals import humaneval_fim, humaneval_infilling
+from fimgate.evals.continue_wire import FORMATS
 from fimgate.evals.journal import Journal
-from fimgate.evals.runner import Completion, Endpoint, FimTask, run, started_server
+from fimgate.evals.runner import (
+    HUMANEVAL_SETTINGS,
+    Completion,
+    Endpoint,
+    FimTask,
+    run,
+    started_server,
+)
 from fimgate.evals.sandbox import run_program
 from fimgate.modelpack import DEFAULT_MODEL
 
 
 @click.command("eval")
 @click.option(
-    "--data", "data_dir", required=True, type=click.Path(exists=True, path_type=Path),
+    "--suite", type=click.Choice(["humaneval", "editor"]), default="humaneval",
+    show_default=True,
+    help="humaneval: HumanEval-FIM and single-line infilling (needs --data); editor: holes "
+    "cut from installed packages in Continue's windows and formats, beside llama.cpp fed the "
+    "model's own full prompt.",
+)  # fmt: skip
+@click.option(
+    "--data", "data_dir", type=click.Path(exists=True, path_type=Path),
     help="The evaluation data folder (e.g. ../shared/data); read in place, never copied.",
 )  # fmt: skip
 @click.option(
-    "--languages", default="py,java,js", show_default=True,
-    help="HumanEval-FIM languages, comma-separated (py, java, js).",
+    "--languages",
+    help="Languages, comma-separated: py, java, js for humaneval (all by default); py, ts, js "
+    "for editor (all by default).",
 )  # fmt: skip
 @click.option(
-    "--infilling", type=click.Choice(["single-line", "smoke", "none"]), default="single-line",
-    show_default=True, help="HumanEval infilling set (exact match and pass@1); smoke: 20 records.",
+    "--infilling",
+    type=click.Choice(["single-line", "smoke", "none"]),
+    default="single-line",
+    show_default=True,
+    help="HumanEval infilling set (exact match and pass@1); smoke: 20 records.",
 )
-@click.option("--limit", type=int, help="Only the first N records of each set.")
+@click.option(
+    "--limit", type=int,
+    help="humaneval: the first N records of each set; editor: N tasks spread over the set.",
+)  # fmt: skip
 @click.option("--url", help="A running fimgate (e.g. http://127.0.0.1:8000); default: start one.")
 @click.option("--key", envvar="FIMGATE_API_KEY", help="API key for --url (or FIMGATE_API_KEY).")
 @click.option(
-    "--model",
-    help="The model to serve when starting one (default qwen2.5-coder-1.5b), or to ask --url "
-    "for (default codestral-latest, its default model).",
+    "--model", "models", multiple=True,
+    help="The model to serve when starting one (default qwen2.5-coder-1.5b; editor: both "
+    "packaged models, repeat to choose), or to ask --url for (default codestral-latest).",
+)  # fmt: skip
+@click.option(
+    "--wires",
+    default=",".join(FORMATS),
+    show_default=True,
+    help="editor: how each task is sent (bare, and Continue's codestral, qwen, comments).",
+)
+@click.option(
+    "--passed-through",
+    is_flag=True,
+    help="editor: also feed llama.cpp Continue's text as it is (what a server that does not "
+    "read the formats gives).",
 )
 @click.option("--threads", type=int, help="CPU threads of the server it starts.")
 @click.option(
@@ -51,20 +86,36 @@ from fimgate.modelpack import DEFAULT_MODEL
     help="Keep the completions in the --json file's .partial.jsonl and make only the rest.",
 )  # fmt: skip
 def eval_command(
-    data_dir: Path, languages: str, infilling: str, limit: int | None, url: str | None,
-    key: str | None, model: str | None, threads: int | None,
-    json_path: Path | None, resume: bool,
+    suite: str, data_dir: Path | None, languages: str | None, infilling: str,
+    limit: int | None, url: str | None, key: str | None, models: tuple[str, ...],
+    wires: str, passed_through: bool, threads: int | None, json_path: Path | None,
+    resume: bool,
 ) -> None:  # fmt: skip
-    """HumanEval-FIM exact match (Qwen2.5-Coder scoring) and HumanEval single-line infilling
-    (exact match, pass@1 in a sandbox) through a fimgate's API."""
-    chosen = [lang.strip() for lang in languages.split(",") if lang.strip()]
+    """Completion quality through a fimgate's API: HumanEval-FIM exact match (Qwen2.5-Coder
+    scoring) and HumanEval single-line infilling (exact match, pass@1 in a sandbox), or
+    (--suite editor) holes cut from real multi-file code as editors send them."""
+    if resume and not json_path:
+        raise click.UsageError("--resume needs --json (the run to resume)")
+    if suite == "editor":
+        if url:
+            raise click.UsageError("--suite editor starts its own servers (no --url)")
+        editor_eval(
+            list(models) or [DEFAULT_MODEL, "qwen2.5-coder-0.5b"],
+            _split(languages or "py,ts,js"), limit, _split(wires), passed_through, threads,
+            json_path, resume,
+        )  # fmt: skip
+        return
+    if data_dir is None:
+        raise click.UsageError("--suite humaneval needs --data (e.g. ../shared/data)")
+    if len(models) > 1:
+        raise click.UsageError("--suite humaneval runs one model at a time")
+    model = models[0] if models else None
+    chosen = _split(languages or "py,java,js")
     unknown = [lang for lang in chosen if lang not in humaneval_fim.LANGUAGES]
     if unknown:
         raise click.UsageError(f"unknown language(s) {unknown}; choose from py, java, js")
     if url and not key:
         raise click.UsageError("--url needs --key (or FIMGATE_API_KEY)")
-    if resume and not json_path:
-        raise click.UsageError("--resume needs --json (the run to resume)")
     sets: dict[str, list[FimTask]] = {
         f"fim-{lang}": list(humaneval_fim.load(data_dir, lang, limit)) for lang in chosen
     }
@@ -81,7 +132,7 @@ def eval_command(
         server = nullcontext(Endpoint(url, key or "", model))
     else:
         model = model or DEFAULT_MODEL
-        server = started_server(model, threads)
+        server = started_server(model, threads, HUMANEVAL_SETTINGS)
     journal_path = json_path.with_suffix(".partial.jsonl") if json_path else None
     try:
         journal = Journal(journal_path, model, resume)
@@ -118,6 +169,10 @@ def eval_command(
             {"model": model, "seconds": round(seconds, 1), "summary": summary, "records": results},
             indent=1,
         ))  # fmt: skip
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 TITLES = {

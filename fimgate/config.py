@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     # The text typed lately goes at the middle's start, so a keystroke does not read the
     # suffix again (engines/typed_middle.py).
     typed_middle: bool = True
+    # Other files an editor writes into the prompt in one of Continue's formats are laid out
+    # in the model's own repository format (engines/editor_context.py), within this many
+    # tokens; a prompt in none of the formats is not touched.
+    editor_context: bool = True
+    max_context_tokens: int = Field(default=2048, ge=0)
+    # A greedy request that types along an earlier suggestion of the same key gets its rest at
+    # once, and generation goes on from its end (engines/suggestions.py).
+    suggestions: bool = True
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 

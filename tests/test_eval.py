@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from fimgate.evals import humaneval_infilling
+from fimgate.engines.editor_context import recognize
+from fimgate.evals import editor_holes, editor_suite, humaneval_infilling
+from fimgate.evals.continue_wire import FORMATS, render
+from fimgate.evals.editor_holes import HoleTask
 from fimgate.evals.humaneval_fim import Task, answer_line, exact, load
 from fimgate.evals.sandbox import run_program
-from tests.conftest import FIMGATE, ROOT, Server
+from tests.conftest import DATA_DIR, FIMGATE, ROOT, Server
 
 DATA = ROOT.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(
@@ -147,3 +151,73 @@ def test_a_journal_of_another_model_is_not_resumed(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert no_json.returncode == 2 and "--json" in no_json.stderr
+
+
+# -- the editor suite (holes cut from installed packages) ----------------------------------------
+
+
+def _hole(expected: str, kind: str = "single") -> HoleTask:
+    return HoleTask("t", "py", kind, "pkg", "pkg/a.py", "x = ", "\ny = 2\n", expected)
+
+
+def test_editor_scores_the_first_line_and_the_edit_similarity_of_the_hole_s_lines() -> None:
+    one = _hole("foo(bar)")
+    assert editor_suite.exact("foo(bar)  \nmore", one)
+    assert not editor_suite.exact("\nfoo(bar)", one)  # an empty first line is what is shown
+    assert editor_suite.edit_similarity("foo(bar)\nbaz()\n", one) == 100
+    assert 50 < editor_suite.edit_similarity("foo(baz)", one) < 100
+    two = _hole("if x:\n    y()", "multi")
+    assert editor_suite.edit_similarity("if x:\n    y()\n    z()", two) == 100
+    assert editor_suite.cut("a\nb\nc", two) == "a\nb"
+
+
+def test_editor_tasks_are_cut_the_same_way_every_time_and_hold_what_they_say() -> None:
+    first, again = editor_holes.load(["js"]), editor_holes.load(["js"])
+    assert [t.name for t in first] == [t.name for t in again] and first == again
+    assert len({t.name for t in first}) == len(first) >= 40
+    for task in first:
+        source = (editor_holes.NODE_MODULES / task.repo / task.path).read_text()
+        # The window is the file's own text around the hole, within Continue's sizes.
+        assert task.prefix + task.expected + task.suffix in source
+        assert len(task.prefix) <= editor_holes.PREFIX_CHARS + 200
+        assert len(task.suffix) <= editor_holes.SUFFIX_CHARS + 1
+        assert task.expected.strip()
+        if task.cross_file:  # the last snippet defines a name the hole uses
+            assert re.search(rf"\b{task.cross_name}\b", task.expected), task.name
+            assert re.search(rf"\b{task.cross_name}\b", task.snippets[-1].text.split("\n")[0])
+            assert not re.search(rf"\b{task.cross_name}\b", task.prefix.split("\n")[-1])
+
+
+@pytest.mark.parametrize("wire", FORMATS)
+def test_every_wire_format_is_read_back_by_the_server_side(wire: str) -> None:
+    for task in editor_holes.load(["js"]):
+        prompt, suffix = render(task, wire)
+        found = recognize(prompt, suffix)
+        if wire == "bare" or (not task.snippets and wire != "comments"):
+            assert found is None
+        else:
+            assert found is not None and (found.prefix, found.suffix) == (task.prefix, task.suffix)
+
+
+def test_editor_suite_runs_side_by_side_through_the_api_and_llama_cpp(tmp_path: Path) -> None:
+    out = tmp_path / "editor.json"
+    done = subprocess.run(
+        [FIMGATE, "eval", "--suite", "editor", "--model", "qwen2.5-coder-0.5b", "--languages",
+         "js", "--limit", "3", "--wires", "bare,codestral", "--threads", "2",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "FIMGATE_DATA_DIR": str(DATA_DIR)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "served default vs llama.cpp straight" in done.stdout
+    report = json.loads(out.read_text())
+    records = report["models"]["qwen2.5-coder-0.5b"]["records"]
+    tasks = editor_holes.quick(editor_holes.load(["js"]), 3)
+    assert [r["name"] for r in records] == [t.name for t in tasks]
+    for record, task in zip(records, tasks, strict=True):
+        for way in ("served:bare", "ceiling:bare"):
+            scored = record[way]
+            assert scored["tokens"] > 0 and scored["seconds"] > 0
+            assert scored["exact"] == editor_suite.exact(scored["output"], task)
+        assert ("served:codestral" in record) == bool(task.snippets)
+    assert set(report["versions"]) == {t.repo for t in tasks}

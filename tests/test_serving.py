@@ -56,6 +56,9 @@ def one_slot() -> Iterator[Server]:
         "FIMGATE_MAX_PREFIX_TOKENS": "600",
         "FIMGATE_MAX_SUFFIX_TOKENS": "48",
         "FIMGATE_MAX_PREDICT_MS": "500",
+        # What the cache reads is under test: a keystroke that types along the suggestion
+        # before would be answered from it, reading nothing (tests/test_suggestions.py).
+        "FIMGATE_SUGGESTIONS": "false",
     }
     srv = start_server("one-slot", "--n-ctx", "2048", "--parallel", "1", env=env)
     yield srv

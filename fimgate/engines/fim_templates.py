@@ -18,6 +18,10 @@ class FimTemplate:
     name: str
     layout: tuple[str, ...]
     add_bos: bool = False  # prepend the vocabulary's BOS token (families trained with one)
+    # The family's repository format, where it was trained on one: the markers before the
+    # repository's name and before each file's path (other files, then the current one).
+    repo_name: str | None = None
+    file_sep: str | None = None
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -27,8 +31,18 @@ class FimTemplate:
 FIM_TEMPLATES: dict[str, FimTemplate] = {
     t.name: t
     for t in (
-        FimTemplate("qwen", ("<|fim_prefix|>", PREFIX, "<|fim_suffix|>", SUFFIX, "<|fim_middle|>")),
-        FimTemplate("starcoder", ("<fim_prefix>", PREFIX, "<fim_suffix>", SUFFIX, "<fim_middle>")),
+        FimTemplate(
+            "qwen",
+            ("<|fim_prefix|>", PREFIX, "<|fim_suffix|>", SUFFIX, "<|fim_middle|>"),
+            repo_name="<|repo_name|>",
+            file_sep="<|file_sep|>",
+        ),
+        FimTemplate(
+            "starcoder",
+            ("<fim_prefix>", PREFIX, "<fim_suffix>", SUFFIX, "<fim_middle>"),
+            repo_name="<repo_name>",
+            file_sep="<file_sep>",
+        ),
         FimTemplate(
             "deepseek",
             ("<｜fim▁begin｜>", PREFIX, "<｜fim▁hole｜>", SUFFIX, "<｜fim▁end｜>"),  # noqa: RUF001

@@ -39,9 +39,11 @@ from fimgate.engines.base import (
     PromptTooLong,
     TextDelta,
 )
+from fimgate.engines.editor_context import EditorContext, recognize
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
-from fimgate.engines.flights import Flight, Flights, computed_over
+from fimgate.engines.flights import SIBLING_WAIT_S, Flight, Flights, computed_over
 from fimgate.engines.middle_end import MiddleEnd
+from fimgate.engines.suggestions import Made, Suggestion, Suggestions, greedy
 from fimgate.engines.typed_middle import (
     Healed,
     heal,
@@ -82,9 +84,30 @@ def cap_prefix(ids: list[int], cap: int) -> list[int]:
 
 
 @dataclass(frozen=True)
+class _GoingOn:
+    """A request that types along an earlier suggestion: its rest, and its text's tokens."""
+
+    suggestion: Suggestion
+    rest: str
+    rest_tokens: int
+    text_ids: list[int]
+
+
+@dataclass(frozen=True)
 class _Prompt:
     ids: list[int]
     heal: Healed | None  # the output must start with heal.text, which the client has
+    # The current file's prefix and suffix, without the editor context read out of them.
+    prefix: str
+    suffix: str
+    made: Made  # what a suggestion for this prompt is made for (suggestions.py)
+    going_on: _GoingOn | None = None
+
+
+@dataclass
+class _Tally:
+    spent: int = 0  # tokens llama.cpp generated, taken-back ones included
+    reason: str | None = "length"  # llama.cpp's finish reason, or "stop" for an ending
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,13 @@ class LlamaCppOptions:
     # The text typed lately at the middle's start, so a keystroke does not read the suffix
     # again (typed_middle.py).
     typed_middle: bool = False
+    # Other files an editor wrote into the prompt in one of Continue's formats, laid out in
+    # the model's own repository format (editor_context.py), within this many tokens.
+    editor_context: bool = False
+    max_context_tokens: int = 2048
+    # Answer a request that types along an earlier greedy suggestion with its rest
+    # (suggestions.py).
+    suggestions: bool = False
 
 
 class LlamaCppEngine:
@@ -153,7 +183,10 @@ class LlamaCppEngine:
             "prompt_tokens_computed": 0,
             # Times a request reading a long prompt stepped out for a waiting one.
             "yields": 0,
+            # Requests answered from a suggestion they typed along (suggestions.py).
+            "went_on": 0,
         }
+        self._suggestions = Suggestions()
         self.template, self._markers, self._bos = self._resolve_template(options.fim_template)
         self._recall = (
             WindowRecall(options.max_prefix_tokens * RECALL_CHARS_PER_TOKEN)
@@ -184,6 +217,10 @@ class LlamaCppEngine:
                 if len(markers) == len(found):
                     props = client.get("/props").json()
                     bos = single_token(props.get("bos_token") or "") if template.add_bos else None
+                    # The repository format only where the vocabulary has both its markers.
+                    repo = {m: single_token(m) for m in (template.repo_name, template.file_sep)}
+                    if all(m and v is not None for m, v in repo.items()):
+                        markers |= repo  # type: ignore[arg-type]
                     return template, markers, bos
         wanted = f"template {name!r}" if name else "any known FIM template"
         raise EngineError(f"this model's vocabulary lacks the special tokens of {wanted}")
@@ -209,17 +246,19 @@ class LlamaCppEngine:
         return [(t["id"], t["piece"]) for t in tokens] if pieces else tokens
 
     async def encode(self, job: FimJob) -> EncodedPrompt:
-        prefix = self._recall.restore(job.editor, job.prefix) if self._recall else job.prefix
+        context = self._editor_context(job)
+        given, suffix = (context.prefix, context.suffix) if context else (job.prefix, job.suffix)
+        prefix = self._recall.restore(job.editor, given) if self._recall else given
         split = split_at(prefix) if self._options.typed_middle else len(prefix)
         head = prefix[:split]
         texts = [self._tokenize(head), self._tokenize(prefix[split:], pieces=True)]
-        texts.append(self._tokenize(job.suffix))
+        texts += [self._tokenize(suffix), self._context_ids(context)]
         # Usage counts the client's prompt as sent, in the usual layout: the lines put back
         # are not the client's business. (The split falls at a line start, where the
         # tokenizer splits anyway, so head and typed tokens are the prefix's own.)
-        if prefix != job.prefix:
-            texts.append(self._tokenize(job.prefix))
-        head_ids, typed, suffix_ids, *sent = await asyncio.gather(*texts)
+        if prefix != given:
+            texts.append(self._tokenize(given))
+        head_ids, typed, suffix_ids, context_ids, *sent = await asyncio.gather(*texts)
         typed_ids = [token for token, _ in typed]
         cap = self._options.max_prefix_tokens
         sent_ids = cap_prefix(sent[0] if sent else head_ids + typed_ids, cap)
@@ -230,17 +269,72 @@ class LlamaCppEngine:
             head_ids, healed = cap_prefix(head_ids + typed_ids, cap), None
         elif cap:
             head_ids = cap_prefix(head_ids, cap - len(typed_ids))
-        ids = self._layout(head_ids, suffix_ids) + (healed.ids if healed else [])
-        if len(ids) >= self.context_length and prefix != job.prefix:
+        ids = self._layout(head_ids, suffix_ids, context_ids) + (healed.ids if healed else [])
+        if len(ids) >= self.context_length and prefix != given:
             # What was put back must not fail it: the client's own prompt, as laid out.
-            ids, healed = self._layout(sent_ids, suffix_ids), None
+            ids, healed = self._layout(sent_ids, suffix_ids, context_ids), None
         if len(ids) >= self.context_length:
             raise PromptTooLong(len(ids), self.context_length)
-        usage = len(self._layout(sent_ids, suffix_ids))
-        return EncodedPrompt(tokens=usage, payload=_Prompt(ids, healed))
+        usage = len(self._layout(sent_ids, suffix_ids, context_ids))
+        made = Made.of(job, suffix, context_ids)
+        going_on = await self._typed_along(job, made, prefix)
+        return EncodedPrompt(usage, _Prompt(ids, healed, prefix, suffix, made, going_on))
 
-    def _layout(self, prefix_ids: list[int], suffix_ids: list[int]) -> list[int]:
+    async def _typed_along(self, job: FimJob, made: Made, prefix: str) -> _GoingOn | None:
+        """The earlier suggestion this request types along, if any (suggestions.py)."""
+        if not self._options.suggestions or not greedy(job):
+            return None
+        found = self._suggestions.find(job.editor, made, prefix)
+        if found is None:
+            return None
+        if not found.done.is_set():
+            # The request before is still stopping (its client left at this keystroke):
+            # it ends within a token.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SIBLING_WAIT_S):
+                    await found.done.wait()
+        rest = found.rest_after(prefix)
+        if rest is None or not found.done.is_set():
+            return None
+        rest_ids, text_ids = await asyncio.gather(
+            self._tokenize(rest), self._tokenize(found.lead + found.text)
+        )
+        if job.max_tokens is not None and len(rest_ids) > job.max_tokens:
+            return None
+        return _GoingOn(found, rest, len(rest_ids), text_ids)
+
+    def _editor_context(self, job: FimJob) -> EditorContext | None:
+        """Continue's editor context in the prompt, where this model has a repository
+        format to lay it out in."""
+        if not self._options.editor_context or self.template.file_sep not in self._markers:
+            return None
+        return recognize(job.prefix, job.suffix)
+
+    async def _context_ids(self, context: EditorContext | None) -> list[int]:
+        """The other files and the current path in the model's repository format
+        (``<|repo_name|>repo\n<|file_sep|>path\ntext\n ... <|file_sep|>current\n``): the
+        markers as special tokens, every byte of the editor's text tokenized as text. Files
+        are dropped from the first (the least recent) to fit ``max_context_tokens``."""
+        if context is None:
+            return []
+        texts = [f"{f.path}\n{f.text}\n" for f in context.files]
+        texts += [f"{context.path}\n", f"{context.repo}\n" if context.repo else ""]
+        *files, current, repo = await asyncio.gather(*map(self._tokenize, texts))
+        sep = self._markers[self.template.file_sep]  # type: ignore[index]
+        budget = self._options.max_context_tokens - len(current) - len(repo) - 2
+        kept: list[int] = []
+        for ids in reversed(files):
+            if len(kept) + len(ids) + 1 > budget:
+                break
+            kept = [sep, *ids, *kept]
+        head = [self._markers[self.template.repo_name], *repo] if repo else []  # type: ignore[index]
+        return [*head, *kept, sep, *current]
+
+    def _layout(
+        self, prefix_ids: list[int], suffix_ids: list[int], context_ids: list[int]
+    ) -> list[int]:
         ids: list[int] = [self._bos] if self._bos is not None else []
+        ids += context_ids
         for piece in self.template.layout:
             if piece == PREFIX:
                 ids += prefix_ids
@@ -254,6 +348,10 @@ class LlamaCppEngine:
 
     async def generate(self, prompt: EncodedPrompt, job: FimJob) -> AsyncIterator[EngineEvent]:
         payload: _Prompt = prompt.payload  # type: ignore[assignment]
+        if payload.going_on is not None:
+            async for event in self._go_on(prompt, payload.going_on, job):
+                yield event
+            return
         ids = list(payload.ids)
         # The typed text's last tokens, taken back (typed_middle.py), are generated again
         # first: not sent (the client typed them), not charged.
@@ -261,8 +359,7 @@ class LlamaCppEngine:
         unsent = payload.heal.text if payload.heal else ""
         room = self.context_length - len(ids) - taken
         budget = room if job.max_tokens is None else min(job.max_tokens, room)
-        spent = 0  # tokens llama.cpp generated, the taken-back ones included
-        llama_reason: str | None = "length"
+        tally = _Tally()
         head_text = ""
         if job.min_tokens and budget:
             # min_tokens: first generate that many with end-of-generation suppressed (stop
@@ -273,42 +370,108 @@ class LlamaCppEngine:
             async with contextlib.aclosing(run):
                 async for chunk in run:
                     generated += chunk.text
-                    spent = chunk.predicted
+                    tally.spent = chunk.predicted
                     text, unsent = past_typed(chunk.text, unsent)
                     head_text += text
                     if text:
-                        yield TextDelta(text, max(0, spent - taken))
+                        yield TextDelta(text, max(0, tally.spent - taken))
             ids += await self._tokenize(generated)
-        n_predict = min(budget + taken - spent, self.context_length - len(ids))
+        n_predict = min(budget + taken - tally.spent, self.context_length - len(ids))
         if n_predict > 0:
-            ending = MiddleEnd(
-                job.stop, job.prefix + head_text, job.suffix, detect=self._options.middle_end_stops
-            )
-            base = spent
+            ending = self._ending(job, payload.prefix + head_text, payload.suffix)
             # With typed text in the middle, the model ends the middle right after it far
             # more often than it leaves a hole empty in the usual layout (a bare newline for
             # `900: 'cm',` between `1000: 'm',` and `500: 'd',`): so it must write something.
             wants_text = payload.heal is not None and not head_text.strip()
             grammar = starts_with_grammar(unsent, wants_text)
-            run = self._run(ids, job, n_predict, ignore_eos=False, grammar=grammar)
+            record = None
+            if greedy(job) and not head_text:  # a suggestion later keystrokes may type along
+                record = Suggestion(payload.made, payload.prefix, ids, lead=unsent)
+                self._suggestions.start(job.editor, record)
+            steps = self._decode(ids, job, n_predict, ending, tally, unsent, grammar, record)
+            async with contextlib.aclosing(steps):
+                async for text in steps:
+                    yield TextDelta(text, max(0, tally.spent - taken))
+        produced = max(0, tally.spent - taken)
+        reason = self._finish_reason(tally.reason, job, produced, room)
+        yield Finished(reason, prompt.tokens, produced)
+
+    async def _go_on(
+        self, prompt: EncodedPrompt, going_on: _GoingOn, job: FimJob
+    ) -> AsyncIterator[EngineEvent]:
+        """The rest of a suggestion the user typed along (suggestions.py), at once; then,
+        where the suggestion was cut short, generation from its end, every token of it and
+        of its prompt still cached."""
+        payload: _Prompt = prompt.payload  # type: ignore[assignment]
+        suggestion = going_on.suggestion
+        ids = [*suggestion.prompt_ids, *going_on.text_ids]
+        room = self.context_length - len(suggestion.prompt_ids)
+        budget = room if job.max_tokens is None else min(job.max_tokens, room)
+        ending = self._ending(job, payload.prefix, payload.suffix)
+        tally = _Tally(spent=going_on.rest_tokens, reason="stop" if suggestion.ended else "length")
+        self._count(went_on=1)
+        text, stopped = ending.feed(going_on.rest)
+        if text:
+            yield TextDelta(text, tally.spent)
+        n_predict = min(budget - tally.spent, self.context_length - len(ids))
+        if stopped:
+            self._count(requests=1)  # answered without the model
+            tally.reason = "stop"
+        elif suggestion.ended or n_predict <= 0:
+            self._count(requests=1)  # answered without the model
+            if rest := ending.flush():
+                yield TextDelta(rest, tally.spent)
+        else:
+            self._suggestions.start(job.editor, suggestion)
+            steps = self._decode(ids, job, n_predict, ending, tally, "", "", suggestion)
+            async with contextlib.aclosing(steps):
+                async for text in steps:
+                    yield TextDelta(text, tally.spent)
+        reason = self._finish_reason(tally.reason, job, tally.spent, room)
+        yield Finished(reason, prompt.tokens, tally.spent)
+
+    def _ending(self, job: FimJob, prefix: str, suffix: str) -> MiddleEnd:
+        return MiddleEnd(job.stop, prefix, suffix, detect=self._options.middle_end_stops)
+
+    async def _decode(
+        self,
+        ids: list[int],
+        job: FimJob,
+        n_predict: int,
+        ending: MiddleEnd,
+        tally: _Tally,
+        unsent: str,
+        grammar: str,
+        record: Suggestion | None,
+    ) -> AsyncIterator[str]:
+        """Generate after ``ids`` until the model, ``n_predict`` or ``ending`` ends it; yields
+        the text to send (``unsent``: taken-back text the output starts with, not sent);
+        ``tally`` keeps count. ``record`` grows with what the model writes."""
+        base = tally.spent
+        run = self._run(ids, job, n_predict, ignore_eos=False, grammar=grammar)
+        if record is not None:
+            record.done.clear()
+        try:
             async with contextlib.aclosing(run):
                 async for chunk in run:
-                    spent = base + chunk.predicted
+                    tally.spent = base + chunk.predicted
                     piece, unsent = past_typed(chunk.text, unsent)
+                    if record is not None:
+                        record.text += piece
+                        record.ended = chunk.finish_reason == "stop"
                     text, stopped = ending.feed(piece)
                     if text:
-                        yield TextDelta(text, max(0, spent - taken))
+                        yield text
                     if stopped:
-                        llama_reason = "stop"
-                        break
+                        tally.reason = "stop"
+                        return
                     if chunk.finish_reason:
-                        llama_reason = chunk.finish_reason
-                else:
-                    if rest := ending.flush():
-                        yield TextDelta(rest, max(0, spent - taken))
-        produced = max(0, spent - taken)
-        reason = self._finish_reason(llama_reason, job, produced, room)
-        yield Finished(reason, prompt.tokens, produced)
+                        tally.reason = chunk.finish_reason
+            if rest := ending.flush():
+                yield rest
+        finally:
+            if record is not None:
+                record.done.set()
 
     @staticmethod
     def _finish_reason(

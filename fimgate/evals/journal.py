@@ -39,6 +39,8 @@ class Journal:
             "model": self.model, "set": set_name, "name": name, "output": completion.text,
             "tokens": completion.tokens, "seconds": round(self.seconds(), 1),
         }  # fmt: skip
+        if completion.seconds is not None:
+            entry["took"] = round(completion.seconds, 3)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
@@ -55,5 +57,7 @@ class Journal:
             if entry["model"] != self.model:
                 model = entry["model"]
                 raise ValueError(f"{path} holds completions of {model}, not {self.model}")
-            self.made[entry["set"], entry["name"]] = Completion(entry["output"], entry["tokens"])
+            self.made[entry["set"], entry["name"]] = Completion(
+                entry["output"], entry["tokens"], entry.get("took")
+            )
             self._seconds_before = max(self._seconds_before, entry["seconds"])
