@@ -73,6 +73,7 @@ class Result:
     prompt_sent: int | None = None
     prompt_computed: int | None = None
     generated: int | None = None
+    went_on: int | None = None  # answered from a suggestion typed along (fimgate)
     drain_cpu: float = 0.0  # CPU the server burnt after the last client got its answer
 
     def summary(self) -> dict[str, float | int | str | None]:
@@ -98,6 +99,7 @@ class Result:
             "cpu_s": self.cpu,
             "prompt_computed": self.prompt_computed,
             "prompt_sent": self.prompt_sent,
+            "from_suggestion": self.went_on,
             # Generated but never delivered: work done for clients that had left.
             "undelivered_tokens": (
                 max(0, self.generated - delivered) if self.generated is not None else None
@@ -221,6 +223,7 @@ def _counters(target: Target) -> dict[str, int]:
                 "prompt_sent": model["prompt_tokens_sent"],
                 "prompt_computed": model["prompt_tokens_computed"],
                 "generated": model["generated_tokens"],
+                "went_on": model.get("went_on", 0),
             }
         if target.name == "llama.cpp":
             found = {}
@@ -256,7 +259,7 @@ def measure(target: Target, workload: str, run, progress: Progress, total: int) 
     time.sleep(DRAIN)  # work still running for clients that left shows up here
     result.drain_cpu = target.cpu_seconds() - cpu_end
     after = _counters(target)
-    for key in ("prompt_sent", "prompt_computed", "generated"):
+    for key in ("prompt_sent", "prompt_computed", "generated", "went_on"):
         if key in before and key in after:
             setattr(result, key, after[key] - before[key])
     progress.update(task, completed=total)
@@ -403,7 +406,7 @@ def _fmt(value: object, digits: int = 2) -> str:
 COLUMNS = (
     "server", "requests", "failed", "ttft_p50", "ttft_p95", "full_p50", "full_p95",
     "completions_per_s", "tokens_per_s", "decode_tokens_per_s", "cpu_s", "prompt_computed",
-    "prompt_sent", "undelivered_tokens", "drain_cpu_s",
+    "prompt_sent", "from_suggestion", "undelivered_tokens", "drain_cpu_s",
 )  # fmt: skip
 
 
