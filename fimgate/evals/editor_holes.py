@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+# A snippet an editor holds is what the engine reads back out of a prompt: one type for both.
+from fimgate.engines.editor_context import ContextFile as Snippet
+
 PREFIX_CHARS = 1500  # Continue-sized windows
 SUFFIX_CHARS = 500
 SNIPPET_LINES = 30  # a definition an editor holds: its first lines
@@ -68,12 +71,6 @@ NODE_MODULES = Path(__file__).resolve().parents[2] / "tests" / "continue" / "nod
 COUNTS = {"py": 168, "ts": 100, "js": 72}
 CROSS_FILE_SHARE = 0.4
 MULTI_LINE_SHARE = 0.4
-
-
-@dataclass(frozen=True)
-class Snippet:
-    path: str
-    text: str
 
 
 @dataclass(frozen=True)
