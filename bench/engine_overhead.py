@@ -17,7 +17,6 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 
 import httpx
 from peers import start
@@ -25,10 +24,9 @@ from rich.console import Console
 from rich.table import Table
 from workloads import Prompt, editors
 
-from fimgate.cli import engine_options
 from fimgate.config import Settings
 from fimgate.engines.base import FimJob, TextDelta
-from fimgate.engines.llamacpp import LlamaCppEngine
+from fimgate.engines.fim_engine import FimEngine, embedded_engine
 from fimgate.modelpack import locate
 
 MAX_TOKENS = 16
@@ -44,14 +42,14 @@ async def timed(pieces: AsyncIterator[str]) -> tuple[float, float]:
     return (first if first is not None else total), total
 
 
-async def in_process(engine: LlamaCppEngine, prompt: Prompt) -> AsyncIterator[str]:
+async def in_process(engine: FimEngine, prompt: Prompt) -> AsyncIterator[str]:
     job = FimJob(prompt.prefix, prompt.suffix, MAX_TOKENS, editor="bench")
     async for event in engine.generate(await engine.encode(job), job):
         if isinstance(event, TextDelta):
             yield event.text
 
 
-async def run(engine: LlamaCppEngine, target, prompts: list[Prompt]) -> dict[str, list]:
+async def run(engine: FimEngine, target, prompts: list[Prompt]) -> dict[str, list]:
     times: dict[str, list] = {"engine": [], "http": []}
     sides: dict[str, Callable[[Prompt], AsyncIterator[str]]] = {
         "engine": lambda p: in_process(engine, p),
@@ -77,7 +75,7 @@ def main() -> None:
     model = locate(args.model, settings.data_dir)
     prompts = editors(1, args.chars)[0]
     target = start("fimgate", model, args.threads, settings.n_parallel, None)
-    engine = LlamaCppEngine(model, replace(engine_options(settings), threads=args.threads))
+    engine = embedded_engine(model, settings.model_copy(update={"threads": args.threads}))
     try:
         times = asyncio.run(run(engine, target, prompts))
     finally:

@@ -4,12 +4,14 @@ side: a quality check for a quantization or build choice before it may change th
     python bench/fim_exact_match.py GGUF [GGUF ...] [--language py] [--limit 100]
         [--in-order] [--typed-middle off|on|both] [--data ../shared/data] [--json OUT]
 
-Scored as the Qwen2.5-Coder report does (see the data's README): the Qwen FIM prompt with the
-prefix cut to its last 1,472 tokens and the suffix to its first 512, greedy, at most 64 new
-tokens; the first line of the output (the second when it starts with a newline), stripped,
-against the stripped canonical line. Records are shuffled with a fixed seed (``--in-order``:
-the first N in file order, the records ``fimgate eval --limit N`` sends), and every model
-answers each record before the next one, so a run cut short still compares like with like.
+Scored as the Qwen2.5-Coder report does (see the data's README): the Qwen FIM prompt, built by
+the engine's own prompt builder (fimgate/engines/prompt_builder.py), with the prefix cut to
+its last 1,472 tokens (whole 256-token blocks from the start, as the engine cuts) and the
+suffix to its first 512, greedy, at most 64 new tokens; the first line of the output (the
+second when it starts with a newline), stripped, against the stripped canonical line.
+Records are shuffled with a fixed seed (``--in-order``: the first N in file order, the records
+``fimgate eval --limit N`` sends), and every model answers each record before the next one,
+so a run cut short still compares like with like.
 ``--json`` writes every output; ``--compare EVAL.json`` (a ``fimgate eval --json`` run on the
 same records) says on how many records the server's output and score are the direct run's.
 ``--typed-middle on`` lays the prompt out as fimgate's engine does by default (the text typed
@@ -20,77 +22,60 @@ lately at the middle's start, its last tokens healed: fimgate/engines/typed_midd
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 from pathlib import Path
 from typing import Any
 
-import httpx
-import xllamacpp
-
-from fimgate.engines.llamacpp import LlamaCppOptions
-from fimgate.engines.typed_middle import heal, split_at, starts_with_grammar
+from fimgate.engines.base import FimJob
+from fimgate.engines.prompt_builder import PromptBuilder
+from fimgate.engines.settings import EngineSettings
+from fimgate.engines.transports.base import Sampling
+from fimgate.engines.transports.inprocess import InProcessLlamaCpp
+from fimgate.engines.transports.llamacpp_api import llama_request
+from fimgate.engines.typed_middle import starts_with_grammar
 from fimgate.evals.humaneval_fim import MAX_TOKENS, PREFIX_TOKENS, SUFFIX_TOKENS, exact, load
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MARKERS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 
 
 class Model:
+    """One GGUF, its prompts built by the engine's own prompt builder."""
+
     def __init__(
         self, path: Path, threads: int, typed_middle: bool = False, engine_layout: bool = False
     ) -> None:
-        params = xllamacpp.CommonParams()
-        params.model.path = str(path)
-        params.n_ctx, params.n_parallel = 4096, 1
-        if engine_layout:  # as fimgate serve has it (fimgate/engines/llamacpp.py)
-            engine = LlamaCppOptions()
-            params.n_ctx, params.n_parallel = engine.n_ctx, engine.n_parallel
-            params.kv_unified = True  # the slots share one KV pool
-        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
-        params.n_batch = params.n_ubatch = 256
-        params.verbosity = -1
+        served = EngineSettings()  # engine_layout: slots and context as fimgate serve has them
+        settings = EngineSettings(
+            n_ctx=served.n_ctx if engine_layout else 4096,
+            n_parallel=served.n_parallel if engine_layout else 1,
+            threads=threads,
+            n_batch=256,
+            max_prefix_tokens=PREFIX_TOKENS,
+            max_suffix_tokens=SUFFIX_TOKENS,
+            typed_middle=typed_middle,
+            window_recall=False,
+            editor_context=False,
+            suggestions=False,
+        )
         self.name = path.name + (" typed-middle" if typed_middle else "")
-        self.typed_middle = typed_middle
-        self.server = xllamacpp.Server(params)
-        url = self.server.listening_address
-        self.url = url if url.startswith("http") else f"http://{url}"
-        self.markers = [self.tokenize(m, special=True)[0] for m in MARKERS]
-
-    def tokenize(self, text: str, special: bool = False, pieces: bool = False) -> list[Any]:
-        if not text:
-            return []
-        body = {"content": text, "parse_special": special, "add_special": False}
-        tokens = httpx.post(
-            f"{self.url}/tokenize", json={**body, "with_pieces": pieces}, timeout=60
-        ).json()["tokens"]
-        return [(t["id"], t["piece"]) for t in tokens] if pieces else tokens
+        self.transport = InProcessLlamaCpp(path, settings)
+        self.prompts = PromptBuilder(self.transport, settings)
+        self._loop = asyncio.new_event_loop()  # the tokenizer's client lives on it
 
     def request(self, prefix: str, suffix: str, n_probs: int = 0) -> tuple[dict[str, Any], str]:
         """The greedy llama.cpp request for one record, and the healed text it starts with."""
-        pre, suf, mid = self.markers
-        # --typed-middle: the engine's layout (fimgate/engines/typed_middle.py).
-        split = split_at(prefix) if self.typed_middle else len(prefix)
-        healed = heal(self.tokenize(prefix[split:], pieces=True))
-        prefix_ids = self.tokenize(prefix[:split])[-(PREFIX_TOKENS - len(healed.ids)) :]
-        ids = [pre, *prefix_ids, suf, *self.tokenize(suffix)[:SUFFIX_TOKENS], mid, *healed.ids]
-        body: dict[str, Any] = {
-            "prompt": ids, "n_predict": MAX_TOKENS + healed.taken, "temperature": 0,
-            "top_k": 0, "min_p": 0, "n_probs": n_probs,
-        }  # fmt: skip
-        if grammar := starts_with_grammar(healed.text, split < len(prefix)):
-            body["grammar"] = grammar
-        return body, healed.text
+        job = FimJob(prefix, suffix, MAX_TOKENS)
+        prompt = self._loop.run_until_complete(self.prompts.build(job))
+        taken, healed = (prompt.heal.taken, prompt.heal.text) if prompt.heal else (0, "")
+        grammar = starts_with_grammar(healed, prompt.heal is not None)
+        body = llama_request(prompt.ids, Sampling(MAX_TOKENS + taken, grammar=grammar))
+        body |= {"stream": False, "return_progress": False, "n_probs": n_probs}
+        return body, healed
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        chunks: list[dict[str, Any]] = []
-
-        def on_chunk(chunk: dict[str, Any]) -> bool:
-            chunks.append(chunk)
-            return False
-
-        self.server.handle_completions(body, on_chunk)
-        return chunks[-1]["choices"][0]
+        return self.transport.complete_raw(body)["choices"][0]
 
     def infill(self, prefix: str, suffix: str) -> str:
         body, healed = self.request(prefix, suffix)

@@ -4,6 +4,10 @@ and spoken to in its own best dialect for FIM:
 - ``fimgate``: ``POST /v1/fim/completions`` (what Continue sends), through the whole gateway.
 - ``llama.cpp``: llama.cpp's server engine (xllamacpp), ``POST /infill`` with
   ``input_prefix``/``input_suffix``, ``cache_prompt``, ``--cache-reuse 256``.
+- ``fimgate-upstreams-N``: the same gateway answering from N ``fimgate engine-server``
+  processes (llama.cpp's server, over HTTP) instead of in-process, ``--upstream`` each. On one
+  machine they share its cores (threads split between them): what this shows is the hop's
+  and the routing's cost and the cache reuse, not scaling.
 - ``llama-cpp-python``: ``python -m llama_cpp.server``, ``POST /v1/completions`` with the Qwen
   FIM prompt built here (its own ``suffix`` handling is broken in 0.3.36: FIM token ids 0).
 """
@@ -36,14 +40,19 @@ class Target:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     folder: Path | None = None
+    upstreams: list[subprocess.Popen] = field(default_factory=list)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process (all its threads) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        """User + system CPU of the server process (all its threads, and its upstream
+        servers') so far."""
+        total = 0.0
+        for process in (self.process, *self.upstreams):
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
 
     def request(self, prefix: str, suffix: str, max_tokens: int) -> tuple[str, dict]:
-        if self.name == "fimgate":
+        if self.name.startswith("fimgate"):
             return "/v1/fim/completions", {
                 "model": "codestral-latest", "prompt": prefix, "suffix": suffix,
                 "max_tokens": max_tokens, "temperature": 0, "stream": True,
@@ -85,7 +94,8 @@ class Target:
                     yield int(tokens)
 
     def stop(self) -> None:
-        stop(self.process)
+        for process in (self.process, *self.upstreams):
+            stop(process)
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -96,8 +106,27 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     headers: dict[str, str] = {}
-    if name == "fimgate":
-        fimgate = Path(sys.executable).parent / "fimgate"
+    fimgate = Path(sys.executable).parent / "fimgate"
+    upstreams: list[subprocess.Popen] = []
+    if name.startswith("fimgate-upstreams-"):
+        count = int(name.rsplit("-", 1)[1])
+        urls = []
+        for i in range(count):
+            upstream_port = free_port()
+            command = [
+                str(fimgate), "engine-server", "--model", str(model), "--port", str(upstream_port),
+                "--threads", str(max(1, threads // count)), "--parallel", str(parallel),
+            ]  # fmt: skip
+            upstream_log = folder / f"upstream-{i}.log"
+            with upstream_log.open("w") as out:
+                upstreams.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
+            urls.append(f"http://127.0.0.1:{upstream_port}")
+            wait_until_up(upstreams[-1], f"{urls[-1]}/health", upstream_log, 180)
+        command = [
+            str(fimgate), "serve", "--model", str(model), "--port", str(port),
+            "--data-dir", str(folder), *(arg for url in urls for arg in ("--upstream", url)),
+        ]  # fmt: skip
+    elif name == "fimgate":
         command = [
             str(fimgate), "serve", "--model", str(model), "--port", str(port),
             "--threads", str(threads), "--parallel", str(parallel), "--data-dir", str(folder),
@@ -121,7 +150,7 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
     env = {**os.environ, "FIMGATE_DEFAULT_RPM": "1000000", "FIMGATE_DEFAULT_TPM": "1000000000"}
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if name == "fimgate":
+    if name.startswith("fimgate"):
         # The first key appears once the database is set up, before the model loads.
         key_file = folder / "first-api-key"
         for _ in range(600):
@@ -131,4 +160,4 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
         headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
     probe = url + ("/v1/models" if name == "llama-cpp-python" else "/health")
     wait_until_up(process, probe, log, 180, headers)
-    return Target(name, process, url, headers, folder)
+    return Target(name, process, url, headers, folder, upstreams)

@@ -3,6 +3,11 @@ run, same GGUF, same threads, one server at a time on an otherwise idle machine.
 
     python bench/serving.py [MODEL] [--llama-cpp-python PYTHON] [--quick]
         [--workloads replay-1,replay-4,cold-1,cold-4,steady-4] [--markdown bench/RESULTS.md]
+        [--peers llama.cpp,fimgate-upstreams-1,fimgate-upstreams-2,fimgate-upstreams-3]
+
+``fimgate-upstreams-N`` (bench/peers.py) is the gateway in front of N upstream llama.cpp
+servers: compared with ``fimgate`` (in-process) and ``llama.cpp`` alone, it shows what the
+hop and the routing cost, and how much of each prompt the upstreams' caches held.
 
 MODEL is a packaged model name (default qwen2.5-coder-0.5b) or a GGUF path. Workloads
 (bench/workloads.py, real standard-library files):
@@ -216,7 +221,7 @@ def _counters(target: Target) -> dict[str, int]:
     """Prompt tokens sent and computed, and tokens generated, where the server reports them:
     fimgate in /health, llama.cpp in /metrics; llama-cpp-python reports none."""
     try:
-        if target.name == "fimgate":
+        if target.name.startswith("fimgate"):
             stats = httpx.get(f"{target.url}/health").json()["models"]
             model = next(iter(stats.values()))
             return {
@@ -355,7 +360,7 @@ def targets_table(results: list[Result]) -> Table:
         peers = [
             (s[figure], server)
             for (server, w), s in summaries.items()
-            if w == workload and server != "fimgate" and s.get(figure) is not None
+            if w == workload and not server.startswith("fimgate") and s.get(figure) is not None
         ]
         if ours is None or not peers:
             continue

@@ -1,10 +1,10 @@
 """The one command-line entry point: ``fimgate serve | models | workspaces | keys | limits |
-usage | eval``."""
+usage | eval | engine-server``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -13,11 +13,9 @@ from rich.table import Table
 
 from fimgate import modelpack
 from fimgate.cli_admin import COMMANDS
+from fimgate.cli_engine_server import engine_server
 from fimgate.cli_eval import eval_command
-from fimgate.config import CODESTRAL_ALIASES, Settings
-
-if TYPE_CHECKING:
-    from fimgate.engines.llamacpp import LlamaCppOptions
+from fimgate.config import Settings
 
 console = Console(stderr=True)
 
@@ -29,35 +27,6 @@ def _settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise click.UsageError(f"invalid settings:\n{exc}") from None
-
-
-def engine_options(settings: Settings) -> LlamaCppOptions:
-    """The embedded engine's options, as ``serve`` runs it."""
-    from fimgate.engines.llamacpp import LlamaCppOptions  # imports llama.cpp: only when used
-
-    return LlamaCppOptions(
-        n_ctx=settings.n_ctx,
-        n_parallel=settings.n_parallel,
-        threads=settings.threads,
-        n_batch=settings.n_batch,
-        max_prefix_tokens=settings.max_prefix_tokens,
-        max_suffix_tokens=settings.max_suffix_tokens,
-        max_predict_ms=settings.max_predict_ms,
-        cache_ram_mib=settings.cache_ram_mib,
-        window_recall=settings.window_recall,
-        middle_end_stops=settings.middle_end_stops,
-        typed_middle=settings.typed_middle,
-        editor_context=settings.editor_context,
-        max_context_tokens=settings.max_context_tokens,
-        suggestions=settings.suggestions,
-        fim_template=settings.fim_template,
-    )
-
-
-def _served_name(name_or_path: str) -> str:
-    if name_or_path in modelpack.PACKAGED_MODELS:
-        return name_or_path
-    return Path(name_or_path).name.removesuffix(".gguf")
 
 
 @click.group()
@@ -95,19 +64,31 @@ def main() -> None:
     multiple=True,
     help="A browser origin allowed to call the API (default: none, browsers get 403).",
 )
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    help="A llama.cpp server (http://HOST:PORT) or OpenAI-compatible one (openai+http://...) "
+    "to answer from instead of the embedded model; repeat for several.",
+)
+@click.option(
+    "--backends-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Upstreams per served model, with weights and draining (TOML; see docs/deploy.md).",
+)
 def serve(**options: Any) -> None:
     """Serve the FIM API (assembles the packaged model on first use)."""
     import uvicorn
 
     from fimgate.api.app import create_app
-    from fimgate.engines.llamacpp import LlamaCppEngine
-    from fimgate.engines.registry import ModelRegistry, ServedModel
+    from fimgate.engines.base import EngineError
+    from fimgate.engines.loading import model_loader
     from fimgate.gateway.bootstrap import ensure_first_key, open_gateway
 
     settings = _settings(**options)
     try:
-        paths = [modelpack.locate(m, settings.data_dir) for m in settings.models]
-    except modelpack.ModelPackError as exc:
+        load_models, loading = model_loader(settings)
+    except (modelpack.ModelPackError, EngineError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         gateway = open_gateway(settings)
@@ -120,30 +101,12 @@ def serve(**options: Any) -> None:
             f"Send it as 'Authorization: Bearer <key>'; more with `fimgate keys create`."
         )
 
-    def load_models() -> ModelRegistry:
-        registry = ModelRegistry()
-        options = engine_options(settings)
-        for i, (name, path) in enumerate(zip(settings.models, paths, strict=True)):
-            packaged = modelpack.PACKAGED_MODELS.get(name)
-            registry.add(
-                ServedModel(
-                    name=_served_name(name),
-                    engine=LlamaCppEngine(path, options),
-                    aliases=CODESTRAL_ALIASES if i == 0 else (),
-                    description=packaged.summary if packaged else f"local GGUF {path}",
-                )
-            )
-        return registry
-
-    console.print(
-        f"fimgate: loading {', '.join(settings.models)}; "
-        f"serving on http://{settings.host}:{settings.port}"
-    )
+    console.print(f"fimgate: loading {loading}; serving on http://{settings.host}:{settings.port}")
     app = create_app(settings, load_models, gateway)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
 
 
-for _command in (*COMMANDS, eval_command):
+for _command in (*COMMANDS, eval_command, engine_server):
     main.add_command(_command)
 
 

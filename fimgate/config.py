@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fimgate.engines.settings import EngineSettings
 from fimgate.modelpack import DEFAULT_MODEL
 
 # Names that clients configured for the hosted service send; they resolve to our default model
@@ -17,7 +17,9 @@ from fimgate.modelpack import DEFAULT_MODEL
 CODESTRAL_ALIASES = ("codestral-latest", "codestral-2501", "codestral-2405")
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, EngineSettings):
+    """Everything ``serve`` reads; the engine's own settings come from ``EngineSettings``."""
+
     model_config = SettingsConfigDict(env_prefix="FIMGATE_", extra="forbid")
 
     data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("fimgate"))
@@ -29,47 +31,10 @@ class Settings(BaseSettings):
     )
     # Regions accepted in /mistral/{region}/v1/...; any other is a 404.
     regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["eu"], min_length=1)
-    # FIM template family; None detects it from the model's vocabulary.
-    fim_template: str | None = None
-    # Context per sequence. Prompt + completion must fit; 8k covers editor prompts while the
-    # KV cache stays small (about 230 MB for the 1.5B model).
-    n_ctx: int = Field(default=8192, ge=256)
-    # Parallel sequences (llama.cpp slots) sharing one unified KV cache: continuous batching.
-    n_parallel: int = Field(default=4, ge=1, le=64)
-    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    # Prompt tokens per decode step. Smaller batches mean more points where a cancelled
-    # request can stop during prompt processing (editors cancel constantly).
-    n_batch: int = Field(default=256, ge=32)
-    # Prompt budget in tokens (0: none). The prefix keeps its end, the suffix its start. Every
-    # keystroke recomputes the whole suffix (its KV depends on the prefix before it), so the
-    # suffix cap is what a keystroke costs; see bench/RESULTS.md for how it was chosen.
-    max_prefix_tokens: int = Field(default=1472, ge=0)
-    max_suffix_tokens: int = Field(default=64, ge=0)
-    # A deployment's time bound: stop generating once this long has passed since the first
-    # token and a line is complete (llama.cpp's t_max_predict_ms); 0: none. Off by default:
-    # a wall-clock rule makes the completion depend on how busy the machine is, and a cut
-    # completion reports finish_reason "length".
-    max_predict_ms: int = Field(default=0, ge=0)
-    # Host RAM for the KV of prompts that left their slot: switching back to a file restores
-    # it instead of recomputing (llama.cpp's --cache-ram).
-    cache_ram_mib: int = Field(default=1024, ge=0)
-    # Put back the lines an editor's window dropped from the top since its last prompt, so the
-    # prompt keeps the start the cache holds (engines/window_recall.py); needs a prefix cap.
-    window_recall: bool = True
-    # End a completion where the middle ends: at a code fence or chat marker written out, or
-    # where the suffix's next line is typed again (engines/middle_end.py).
-    middle_end_stops: bool = True
-    # The text typed lately goes at the middle's start, so a keystroke does not read the
-    # suffix again (engines/typed_middle.py).
-    typed_middle: bool = True
-    # Other files an editor writes into the prompt in one of Continue's formats are laid out
-    # in the model's own repository format (engines/editor_context.py), within this many
-    # tokens; a prompt in none of the formats is not touched.
-    editor_context: bool = True
-    max_context_tokens: int = Field(default=2048, ge=0)
-    # A greedy request that types along an earlier suggestion of the same key gets its rest at
-    # once, and generation goes on from its end (engines/suggestions.py).
-    suggestions: bool = True
+    # Upstream servers to answer from instead of the embedded model (engines/upstreams.py):
+    # URLs for the first model name, or a backends file for several models.
+    upstreams: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    backends_file: Path | None = None
     # Greedy by default: the best completions for editors, and repeatable.
     default_temperature: float = Field(default=0.0, ge=0.0, le=1.5)
 
@@ -100,7 +65,7 @@ class Settings(BaseSettings):
     def first_key_file(self) -> Path:
         return self.bootstrap_key_file or self.data_dir / "first-api-key"
 
-    @field_validator("models", "regions", "allowed_origins", mode="before")
+    @field_validator("models", "regions", "allowed_origins", "upstreams", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         # FIMGATE_REGIONS=eu,us reads naturally.

@@ -129,3 +129,41 @@ def redis_server() -> Iterator[RedisServer]:
         pytest.skip("redis-server is not installed here (.ci/run installs it)")
     yield rs
     rs.stop()
+
+
+@dataclass
+class EngineServer:
+    """``fimgate engine-server``: llama.cpp's own server for the test model, a process of
+    its own, as a gateway fronts it."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+def start_engine_server(name: str, port: int | None = None) -> EngineServer:
+    port = port or free_port()
+    log = DATA_DIR / f"{name}.log"
+    command = [
+        FIMGATE, "engine-server", "--model", TEST_MODEL, "--data-dir", str(DATA_DIR),
+        "--port", str(port), "--threads", "1", "--parallel", "2", "--n-ctx", "1024",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(process, f"{url}/health", log, 300)
+    return EngineServer(url, process, log)
+
+
+@pytest.fixture(scope="session")
+def engine_servers() -> Iterator[list[EngineServer]]:
+    """Three upstream llama.cpp servers; a test that kills or stops one starts its own."""
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    servers = [start_engine_server(f"engine-{i}") for i in range(3)]
+    yield servers
+    for engine in servers:
+        stop(engine.process)
+
+
+def upstream_args(servers: list[EngineServer]) -> list[str]:
+    return [arg for s in servers for arg in ("--upstream", s.url)]

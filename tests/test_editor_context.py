@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
 from fimgate import modelpack
 from fimgate.engines.base import FimJob
 from fimgate.engines.editor_context import recognize
-from fimgate.engines.llamacpp import LlamaCppEngine, LlamaCppOptions
+from fimgate.engines.prompt_builder import PromptBuilder
+from fimgate.engines.settings import EngineSettings
+from fimgate.engines.transports.inprocess import InProcessLlamaCpp
 from fimgate.evals.continue_wire import render
 from fimgate.evals.editor_holes import HoleTask, Snippet
 from tests.conftest import DATA_DIR, TEST_MODEL
@@ -88,27 +89,37 @@ def test_prompts_in_none_of_the_formats_are_not_recognized(prompt: str) -> None:
 LOOP = asyncio.new_event_loop()
 
 
+# The prompt as the served default builds it, less the layout steps that would move the
+# prefix's tokens (the typed middle) or remember earlier prompts.
+SETTINGS = EngineSettings(
+    n_ctx=2048, n_parallel=1, typed_middle=False, window_recall=False, suggestions=False
+)
+
+
 @pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaCppEngine]:
+def engine() -> Iterator[PromptBuilder]:
     path = modelpack.locate(TEST_MODEL, DATA_DIR)
-    options = LlamaCppOptions(n_ctx=2048, n_parallel=1, editor_context=True)
-    made = LlamaCppEngine(path, options)
-    yield made
-    LOOP.run_until_complete(made.aclose())
+    transport = InProcessLlamaCpp(path, SETTINGS)
+    yield PromptBuilder(transport, SETTINGS)
+    LOOP.run_until_complete(transport.aclose())
 
 
-def _ids(engine: LlamaCppEngine, prompt: str, suffix: str) -> list[int]:
+def _ids(engine: PromptBuilder, prompt: str, suffix: str) -> list[int]:
     job = FimJob(prefix=prompt, suffix=suffix, max_tokens=1)
-    return LOOP.run_until_complete(engine.encode(job)).payload.ids  # type: ignore[attr-defined]
+    return LOOP.run_until_complete(engine.build(job)).ids
 
 
-def _special(engine: LlamaCppEngine, marker: str) -> int:
-    return engine._markers[marker]
+def _tokenize(engine: PromptBuilder, text: str) -> list[int]:
+    return LOOP.run_until_complete(engine._transport.tokenize(text))
+
+
+def _special(engine: PromptBuilder, marker: str) -> int:
+    return engine.markers[marker]
 
 
 @pytest.mark.parametrize("wire", ["codestral", "qwen", "comments"])
 def test_rendered_again_in_the_repository_format_markers_special_text_plain(
-    engine: LlamaCppEngine, wire: str
+    engine: PromptBuilder, wire: str
 ) -> None:
     ids = _ids(engine, *render(TASK, wire))
     sep, repo = _special(engine, "<|file_sep|>"), _special(engine, "<|repo_name|>")
@@ -121,19 +132,18 @@ def test_rendered_again_in_the_repository_format_markers_special_text_plain(
     # The layout: context first, then the FIM prompt of the current file alone.
     fim_prefix = _special(engine, "<|fim_prefix|>")
     assert ids.index(fim_prefix) > max(i for i, t in enumerate(ids) if t == sep)
-    text = LOOP.run_until_complete(engine._tokenize(TASK.prefix))
+    text = _tokenize(engine, TASK.prefix)
     start = ids.index(fim_prefix) + 1
     assert ids[start : start + len(text)] == text  # the real prefix, not Continue's text
-    header = LOOP.run_until_complete(engine._tokenize(f"{TASK.path}\n"))
+    header = _tokenize(engine, f"{TASK.path}\n")
     last_sep = max(i for i, t in enumerate(ids) if t == sep)
     assert ids[last_sep + 1 : last_sep + 1 + len(header)] == header
 
 
-def test_a_prompt_in_none_of_the_formats_passes_through_untouched(engine: LlamaCppEngine) -> None:
+def test_a_prompt_in_none_of_the_formats_passes_through_untouched(engine: PromptBuilder) -> None:
     prompt = "x = '<|file_sep|>'\n+++++ not/a/header\ndef f():\n    return "
-    off = LlamaCppEngine.__new__(LlamaCppEngine)  # the same engine, reading no formats
-    off.__dict__.update(engine.__dict__)
-    off._options = replace(engine._options, editor_context=False)
+    # The same model and settings, reading no formats.
+    off = PromptBuilder(engine._transport, SETTINGS.model_copy(update={"editor_context": False}))
     assert _ids(engine, prompt, "\n") == _ids(off, prompt, "\n")
     bare = _ids(engine, TASK.prefix, TASK.suffix)
     assert _special(engine, "<|file_sep|>") not in bare

@@ -1,5 +1,6 @@
 """The gateway through a real ``fimgate serve``: keys, browser origins, body cap, rate limits,
-settling, the ledger. Run on SQLite and on a real PostgreSQL."""
+settling, the ledger. Run on SQLite, on a real PostgreSQL, and with the model on three
+upstream llama.cpp servers instead of in-process (keys, limits and the ledger must not care)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, start_server, stop_server, upstream_args
 
 URL = "/v1/fim/completions"
 # About 40 prompt tokens: a request that stops early frees too little to admit an extra one.
@@ -60,12 +61,15 @@ class Gate:
             return list(pool.map(one, range(n)))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "upstreams"])
 def gate(request: pytest.FixtureRequest) -> Iterator[Gate]:
     database_url = None
+    args = ["--n-ctx", "1024"]
     if request.param == "postgres":
         database_url = request.getfixturevalue("postgres").new_database()
-    server = start_server(f"gateway-{request.param}", "--n-ctx", "1024", database_url=database_url)
+    if request.param == "upstreams":
+        args = upstream_args(request.getfixturevalue("engine_servers"))
+    server = start_server(f"gateway-{request.param}", *args, database_url=database_url)
     gate = Gate(server)
     yield gate
     stop_server(server)

@@ -10,13 +10,13 @@ import pytest
 from fimgate import modelpack
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, get_template
 from fimgate.engines.flights import computed_over, same_text
-from fimgate.engines.llamacpp import PREFIX_CUT_BLOCK, cap_prefix
 from fimgate.engines.middle_end import (
     CHAT_ARTEFACTS,
     MiddleEnd,
     artefact_stops,
     suffix_anchor,
 )
+from fimgate.engines.prompt_builder import PREFIX_CUT_BLOCK, cap_prefix
 from fimgate.engines.stops import StopMatcher
 from fimgate.engines.typed_middle import SPLIT_EVERY, heal, split_at, starts_with_grammar
 from fimgate.engines.window_recall import WindowRecall, window_start

@@ -243,10 +243,13 @@ async def list_models(request: Request, region: str | None = None) -> ModelList:
 
 
 async def health(request: Request) -> dict[str, object]:
-    return {
-        "status": "ok",
-        "models": {m.name: m.engine.stats() for m in _registry(request).models},
-    }
+    models = _registry(request).models
+    stats = {m.name: m.engine.stats() for m in models}
+    answer: dict[str, object] = {"status": "ok", "models": stats}
+    # Where a model runs on upstream servers: each one's state (healthy, draining, in flight).
+    if upstreams := {m.name: m.engine.upstreams() for m in models if m.engine.upstreams()}:
+        answer["upstreams"] = upstreams
+    return answer
 
 
 def build_router() -> APIRouter:

@@ -1,0 +1,172 @@
+"""Building the FIM prompt as token ids: the template, the layout, the caps, the typed
+middle and its healing, the lines an editor's window dropped, and the repository format.
+
+Only markers become special tokens; every byte of user text is tokenized as text, so a prompt
+that contains ``<|fim_middle|>`` cannot steer the model. Everything model-specific comes from
+the transport's tokenizer, and a layout step the transport cannot follow (healing needs a
+grammar) is left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from fimgate.engines.base import EngineError, FimJob, PromptTooLong
+from fimgate.engines.editor_context import EditorContext, recognize
+from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
+from fimgate.engines.settings import EngineSettings
+from fimgate.engines.suggestions import Made
+from fimgate.engines.transports.base import Transport
+from fimgate.engines.typed_middle import Healed, heal, split_at
+from fimgate.engines.window_recall import WindowRecall
+
+# Chars of an editor's prefix remembered per prefix token allowed: well past the cap (a
+# token is 3-5 chars of code), so what is put back fills it, and the remembered start
+# moves only every few thousand chars typed.
+RECALL_CHARS_PER_TOKEN = 8
+
+# The prefix cap drops whole blocks of this many tokens from the start, so the prompt's start
+# (and with it the whole KV cache) stays put while the user types on.
+PREFIX_CUT_BLOCK = 256
+
+
+def cap_prefix(ids: list[int], cap: int) -> list[int]:
+    """The end of the prefix within ``cap`` tokens, cut at a block boundary of the whole."""
+    if not cap or len(ids) <= cap:
+        return ids
+    if cap <= PREFIX_CUT_BLOCK:
+        return ids[-cap:]
+    blocks = -(-(len(ids) - cap) // PREFIX_CUT_BLOCK)  # ceil: at most cap tokens are left
+    return ids[blocks * PREFIX_CUT_BLOCK :]
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    ids: list[int]
+    usage: int  # prompt tokens as the client sent them, in the usual layout
+    heal: Healed | None  # the output must start with heal.text, which the client has
+    # The current file's prefix and suffix, without the editor context read out of them.
+    prefix: str
+    suffix: str
+    made: Made  # what a suggestion for this prompt is made for (suggestions.py)
+    # Where the prompt's cache lives: the editor and its file (the path Continue sent, else
+    # the prompt's first line), so an upstream router can keep it in one place.
+    affinity: str
+
+
+class PromptBuilder:
+    def __init__(self, transport: Transport, settings: EngineSettings) -> None:
+        self._transport = transport
+        self._settings = settings
+        self.context_length = transport.context_length
+        self.template, self.markers, self._bos = self._resolve_template(settings.fim_template)
+        self._heals = transport.capabilities.grammar
+        self._recall = (
+            WindowRecall(settings.max_prefix_tokens * RECALL_CHARS_PER_TOKEN)
+            if settings.window_recall and settings.max_prefix_tokens
+            else None
+        )
+
+    def _resolve_template(self, name: str | None) -> tuple[FimTemplate, dict[str, int], int | None]:
+        """Pick the FIM template (named, or the first whose markers the vocabulary has).
+
+        Each marker must be exactly one token: a marker the tokenizer splits into pieces is
+        not special to this model, and prompting with it would produce nonsense.
+        """
+        single_token = self._transport.special_token
+        candidates = [get_template(name)] if name else list(FIM_TEMPLATES.values())
+        for template in candidates:
+            found = {m: single_token(m) for m in template.markers}
+            markers = {m: v for m, v in found.items() if v is not None}
+            if len(markers) == len(found):
+                bos_text = self._transport.bos_token() or ""
+                bos = single_token(bos_text) if template.add_bos else None
+                # The repository format only where the vocabulary has both its markers.
+                repo = {m: single_token(m) for m in (template.repo_name, template.file_sep)}
+                if all(m and v is not None for m, v in repo.items()):
+                    markers |= repo  # type: ignore[arg-type]
+                return template, markers, bos
+        wanted = f"template {name!r}" if name else "any known FIM template"
+        raise EngineError(f"this model's vocabulary lacks the special tokens of {wanted}")
+
+    async def build(self, job: FimJob) -> BuiltPrompt:
+        tokenize = self._transport.tokenize
+        context = self._editor_context(job)
+        given, suffix = (context.prefix, context.suffix) if context else (job.prefix, job.suffix)
+        prefix = self._recall.restore(job.editor, given) if self._recall else given
+        split = split_at(prefix) if self._settings.typed_middle else len(prefix)
+        head = prefix[:split]
+        texts = [tokenize(head), tokenize(prefix[split:], pieces=True)]
+        texts += [tokenize(suffix), self._context_ids(context)]
+        # Usage counts the client's prompt as sent, in the usual layout: the lines put back
+        # are not the client's business. (The split falls at a line start, where the
+        # tokenizer splits anyway, so head and typed tokens are the prefix's own.)
+        if prefix != given:
+            texts.append(tokenize(given))
+        head_ids, typed, suffix_ids, context_ids, *sent = await asyncio.gather(*texts)
+        typed_ids = [token for token, _ in typed]
+        cap = self._settings.max_prefix_tokens
+        sent_ids = cap_prefix(sent[0] if sent else head_ids + typed_ids, cap)
+        if self._settings.max_suffix_tokens:
+            suffix_ids = suffix_ids[: self._settings.max_suffix_tokens]
+        # Taking typed tokens back needs a grammar to write them again; without one, the
+        # typed text stays in the prompt as typed.
+        healed = heal(typed) if typed and self._heals else None
+        if healed is None:
+            healed = Healed(typed_ids, "", 0) if typed else None
+        if cap and len(typed_ids) >= cap // 2:  # a budget too small to split
+            head_ids, healed = cap_prefix(head_ids + typed_ids, cap), None
+        elif cap:
+            head_ids = cap_prefix(head_ids, cap - len(typed_ids))
+        ids = self._layout(head_ids, suffix_ids, context_ids) + (healed.ids if healed else [])
+        if len(ids) >= self.context_length and prefix != given:
+            # What was put back must not fail it: the client's own prompt, as laid out.
+            ids, healed = self._layout(sent_ids, suffix_ids, context_ids), None
+        if len(ids) >= self.context_length:
+            raise PromptTooLong(len(ids), self.context_length)
+        usage = len(self._layout(sent_ids, suffix_ids, context_ids))
+        made = Made.of(job, suffix, context_ids)
+        place = context.path if context else given.split("\n", 1)[0]
+        return BuiltPrompt(ids, usage, healed, prefix, suffix, made, f"{job.editor}\n{place}")
+
+    def _editor_context(self, job: FimJob) -> EditorContext | None:
+        """Continue's editor context in the prompt, where this model has a repository
+        format to lay it out in."""
+        if not self._settings.editor_context or self.template.file_sep not in self.markers:
+            return None
+        return recognize(job.prefix, job.suffix)
+
+    async def _context_ids(self, context: EditorContext | None) -> list[int]:
+        """The other files and the current path in the model's repository format
+        (``<|repo_name|>repo\n<|file_sep|>path\ntext\n ... <|file_sep|>current\n``): the
+        markers as special tokens, every byte of the editor's text tokenized as text. Files
+        are dropped from the first (the least recent) to fit ``max_context_tokens``."""
+        if context is None:
+            return []
+        texts = [f"{f.path}\n{f.text}\n" for f in context.files]
+        texts += [f"{context.path}\n", f"{context.repo}\n" if context.repo else ""]
+        *files, current, repo = await asyncio.gather(*map(self._transport.tokenize, texts))
+        sep = self.markers[self.template.file_sep]  # type: ignore[index]
+        budget = self._settings.max_context_tokens - len(current) - len(repo) - 2
+        kept: list[int] = []
+        for ids in reversed(files):
+            if len(kept) + len(ids) + 1 > budget:
+                break
+            kept = [sep, *ids, *kept]
+        head = [self.markers[self.template.repo_name], *repo] if repo else []  # type: ignore[index]
+        return [*head, *kept, sep, *current]
+
+    def _layout(
+        self, prefix_ids: list[int], suffix_ids: list[int], context_ids: list[int]
+    ) -> list[int]:
+        ids: list[int] = [self._bos] if self._bos is not None else []
+        ids += context_ids
+        for piece in self.template.layout:
+            if piece == PREFIX:
+                ids += prefix_ids
+            elif piece == SUFFIX:
+                ids += suffix_ids
+            else:
+                ids.append(self.markers[piece])
+        return ids

@@ -1,0 +1,333 @@
+"""Several upstream servers of one model behind one transport: routed with cache affinity,
+health-checked, failed over.
+
+- Affinity: each request carries who is typing where (API key and file). Upstreams are
+  ranked for it by weighted rendezvous hashing, so the same editor and file land on the same
+  upstream, where llama.cpp still holds its prompt, and the others spread by weight. The load
+  is bounded (consistent hashing with bounded loads): an upstream already holding more than
+  ``LOAD_FACTOR`` times its weighted share of the requests in flight is passed over, so one
+  busy editor cannot pin a loaded upstream.
+- Health: every ``interval`` seconds each upstream's ``/health`` must answer 200 within
+  ``timeout``; one that does not (dead, hung, loading) is ejected, and taken back when it
+  answers again. A request that fails on an upstream ejects it at once. An upstream down
+  when the gateway starts joins when it first answers (and runs the same model).
+- Failover: a request that fails, or whose upstream is ejected, before its first token is
+  sent again to the next upstream; the client never sees it. After the first token a
+  failure ends the stream (the API reports ``finish_reason: "error"``); an ejection alone
+  does not cut a stream that flows.
+- Drain: an upstream marked draining takes no new requests; those in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from fimgate.engines.base import EngineError
+from fimgate.engines.counters import Counters
+from fimgate.engines.transports.base import Capabilities, Chunk, Sampling, Transport
+from fimgate.engines.transports.http_upstream import UpstreamUnavailable
+
+log = logging.getLogger("fimgate.router")
+
+LOAD_FACTOR = 1.25
+
+T = TypeVar("T")
+
+
+class UpstreamTransport(Transport, Protocol):
+    url: str
+
+    async def health(self, timeout: float) -> bool: ...
+
+
+@dataclass(eq=False)
+class Upstream:
+    url: str
+    # Reaches the server: reads its context length and vocabulary (blocking). Until it has
+    # answered once, the upstream is out, and the health check keeps trying.
+    opener: Callable[[], UpstreamTransport]
+    capabilities: Capabilities
+    weight: float = 1.0
+    draining: bool = False
+    transport: UpstreamTransport | None = None
+    healthy: bool = False
+    in_flight: int = 0
+    # Set when the upstream is ejected: requests waiting on it give up and go elsewhere.
+    ejected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def score(self, affinity: str) -> float:
+        """Weighted rendezvous score: the highest takes the affinity key."""
+        digest = hashlib.blake2b(f"{affinity}\0{self.url}".encode(), digest_size=8).digest()
+        unit = (int.from_bytes(digest) + 1) / (2**64 + 1)  # in (0, 1)
+        return -self.weight / math.log(unit)
+
+
+class Router:
+    """A transport over several upstreams serving the same model."""
+
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        *,
+        interval: float = 2.0,
+        timeout: float = 5.0,
+        policy: str = "affinity",
+        refresh: Callable[[], dict[str, tuple[float, bool]]] | None = None,
+    ) -> None:
+        """``refresh``, called at every health check, gives each upstream's weight and
+        whether it drains (by URL), as a backends file edited since says."""
+        if not upstreams:
+            raise EngineError("no upstream given")
+        if policy not in ("affinity", "round-robin"):
+            raise EngineError(f"unknown routing policy {policy!r}")
+        self.upstreams = list(upstreams)
+        self._policy = policy
+        self._refresh = refresh
+        self._interval, self._timeout = interval, timeout
+        self._turn = 0
+        self._health_task: asyncio.Task[None] | None = None
+        self._counters = Counters("retried", "ejected", "recovered")
+        self.capabilities = Capabilities(
+            grammar=all(u.capabilities.grammar for u in self.upstreams)
+        )
+        failures = [f"{u.url}: {why}" for u in self.upstreams if (why := self._reach(u))]
+        reached = [u for u in self.upstreams if u.transport is not None]
+        for upstream in reached:
+            upstream.healthy = True
+        if not reached:
+            raise EngineError(f"no upstream could be reached: {'; '.join(failures)}")
+        for failure in failures:  # they join when they answer (check_health)
+            log.warning("upstream %s; out until it answers", failure)
+        self._reference = reached[0].transport
+        self.context_length = min(u.transport.context_length for u in reached)  # type: ignore[union-attr]
+        for upstream in reached[1:]:
+            if why := self._differs(upstream.transport):  # type: ignore[arg-type]
+                raise EngineError(f"{upstream.url} {why}")
+
+    def _reach(self, upstream: Upstream) -> str | None:
+        """Open ``upstream`` (blocking); what went wrong, or None."""
+        try:
+            upstream.transport = upstream.opener()
+        except Exception as exc:  # unreachable, or not a server of this kind
+            return repr(exc)
+        return None
+
+    def _differs(self, transport: UpstreamTransport) -> str | None:
+        """Why ``transport`` cannot serve prompts built for the reference one, if it cannot:
+        prompts are built once, for every upstream alike."""
+        probes = ("<|fim_prefix|>", "<|fim_middle|>", "<|file_sep|>", "<s>", "[SUFFIX]")
+        mine = [transport.special_token(p) for p in probes]
+        if mine != [self._reference.special_token(p) for p in probes]:
+            return "runs another model (its vocabulary differs): upstreams of one model must agree"
+        if transport.context_length < self.context_length:
+            return f"holds {transport.context_length} tokens, fewer than {self.context_length}"
+        return None
+
+    # -- what the prompt builder asks -------------------------------------------------------
+
+    def special_token(self, marker: str) -> int | None:
+        return self._reference.special_token(marker)
+
+    def bos_token(self) -> str | None:
+        return self._reference.bos_token()
+
+    async def tokenize(self, text: str, pieces: bool = False) -> list[Any]:
+        self._watch()
+        tried: set[Upstream] = set()
+        while (upstream := self._pick("", tried)) is not None:
+            try:
+                tokens = upstream.transport.tokenize(text, pieces)  # type: ignore[union-attr]
+                return await _unless_ejected(upstream, tokens)
+            except EngineError as exc:
+                self._eject(upstream, exc)
+                tried.add(upstream)
+        raise EngineError("no healthy upstream to tokenize with")
+
+    # -- generation --------------------------------------------------------------------------
+
+    async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
+        self._watch()
+        tried: set[Upstream] = set()
+        while True:
+            upstream = self._pick(sampling.affinity, tried)
+            if upstream is None:
+                raise UpstreamUnavailable(f"no healthy upstream left (tried {len(tried)})")
+            tried.add(upstream)
+            started = False
+            upstream.in_flight += 1
+            # The upstream's stream is read in a task of its own, so that waiting for it can
+            # also wait for its ejection; cancelling that task closes the connection.
+            queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
+            chunks = upstream.transport.run(ids, sampling)  # type: ignore[union-attr]
+            pump = asyncio.create_task(_pump(chunks, queue))
+            try:
+                while (chunk := await _next(queue, upstream, started)) is not None:
+                    started = True
+                    yield chunk
+                return
+            except UpstreamUnavailable as exc:
+                self._eject(upstream, exc)
+                if started:
+                    raise
+                self._counters.add(retried=1)
+            finally:
+                upstream.in_flight -= 1
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
+    def _pick(self, affinity: str, tried: set[Upstream]) -> Upstream | None:
+        ready = [u for u in self.upstreams if u.healthy and not u.draining and u not in tried]
+        if not ready:
+            return None
+        if self._policy == "round-robin" or not affinity:
+            self._turn += 1
+            least = min(u.in_flight / u.weight for u in ready)
+            idle = [u for u in ready if u.in_flight / u.weight == least]
+            return idle[self._turn % len(idle)]
+        total = sum(u.in_flight for u in ready) + 1
+        weights = sum(u.weight for u in ready)
+        for upstream in sorted(ready, key=lambda u: u.score(affinity), reverse=True):
+            if upstream.in_flight < math.ceil(LOAD_FACTOR * total * upstream.weight / weights):
+                return upstream
+        return min(ready, key=lambda u: u.in_flight / u.weight)
+
+    # -- health ------------------------------------------------------------------------------
+
+    def _eject(self, upstream: Upstream, why: object) -> None:
+        if upstream.healthy:
+            upstream.healthy = False
+            upstream.ejected.set()
+            self._counters.add(ejected=1)
+            log.warning("upstream %s ejected: %s", upstream.url, why)
+
+    def _watch(self) -> None:
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.get_running_loop().create_task(self._check_forever())
+
+    async def _check_forever(self) -> None:
+        while True:
+            await self.check_health()
+            await asyncio.sleep(self._interval)
+
+    async def check_health(self) -> None:
+        if self._refresh is not None:
+            self._apply(self._refresh())
+        answers = await asyncio.gather(*map(self._answers, self.upstreams))
+        for upstream, why in zip(self.upstreams, answers, strict=True):
+            if why is not None:
+                self._eject(upstream, why)
+            elif not upstream.healthy:
+                upstream.healthy = True
+                upstream.ejected.clear()
+                self._counters.add(recovered=1)
+                log.warning("upstream %s is back", upstream.url)
+
+    async def _answers(self, upstream: Upstream) -> str | None:
+        """None when the upstream answers as it should; else why not."""
+        # One never reached yet: try to, off the event loop.
+        if upstream.transport is None and (why := await asyncio.to_thread(self._join, upstream)):
+            return why
+        if not await upstream.transport.health(self._timeout):  # type: ignore[union-attr]
+            return f"/health did not answer 200 within {self._timeout} s"
+        return None
+
+    def _join(self, upstream: Upstream) -> str | None:
+        """Reach an upstream that was down at start, and check it runs the same model."""
+        if why := self._reach(upstream):
+            return why
+        try:
+            why = self._differs(upstream.transport)  # type: ignore[arg-type]
+        except Exception as exc:  # the reference itself is gone: try again next time
+            why = repr(exc)
+        if why:
+            upstream.transport = None
+        return why
+
+    def _apply(self, wanted: dict[str, tuple[float, bool]]) -> None:
+        for upstream in self.upstreams:
+            if upstream.url in wanted:
+                weight, drain = wanted[upstream.url]
+                if drain != upstream.draining:
+                    log.warning("upstream %s %s", upstream.url, "drains" if drain else "takes work")
+                upstream.weight, upstream.draining = weight, drain
+
+    def state(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "url": u.url,
+                "weight": u.weight,
+                "healthy": u.healthy,
+                "draining": u.draining,
+                "in_flight": u.in_flight,
+                "requests": u.transport.stats().get("requests", 0) if u.transport else 0,
+            }
+            for u in self.upstreams
+        ]
+
+    def stats(self) -> dict[str, int]:
+        totals = self._counters.snapshot()
+        for upstream in self.upstreams:
+            for key, value in (upstream.transport.stats() if upstream.transport else {}).items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    async def aclose(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        for upstream in self.upstreams:
+            if upstream.transport is not None:
+                await upstream.transport.aclose()
+
+
+async def _pump(chunks: AsyncIterator[Chunk], queue: asyncio.Queue[Any]) -> None:
+    """Every chunk of one upstream call into ``queue``, then None, or the error it raised."""
+    try:
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                queue.put_nowait(chunk)
+        queue.put_nowait(None)
+    except Exception as exc:  # handed to the reader, which decides
+        queue.put_nowait(exc)
+
+
+async def _unless_ejected(upstream: Upstream, awaitable: Awaitable[T]) -> T:
+    """What ``awaitable`` gives, unless the upstream is ejected first (a hung server never
+    answers: the health check is what finds it)."""
+    task = asyncio.ensure_future(awaitable)
+    ejected = asyncio.ensure_future(upstream.ejected.wait())
+    try:
+        await asyncio.wait((task, ejected), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the request itself is cancelled: so is what it awaits
+        task.cancel()
+        raise
+    finally:
+        ejected.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise UpstreamUnavailable(f"{upstream.url} was ejected while it answered")
+    return task.result()
+
+
+async def _next(queue: asyncio.Queue[Any], upstream: Upstream, started: bool) -> Chunk | None:
+    """The next chunk. Before the first one, also give up when the upstream is ejected (a hung
+    server never answers, and the request can still go elsewhere unseen); after it, a stream
+    that flows is not cut for a health check that came late."""
+    if started or not queue.empty():
+        item = await queue.get()
+    else:
+        item = await _unless_ejected(upstream, queue.get())
+    if isinstance(item, BaseException):
+        raise item
+    return item

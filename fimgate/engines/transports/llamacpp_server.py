@@ -1,0 +1,48 @@
+"""An upstream llama.cpp server (``llama-server``, or ``fimgate engine-server``), over HTTP:
+``/completion`` with token-id prompts, its ``/tokenize`` (user text as text), ``cache_prompt``,
+grammars. The slot a prompt lands in is llama.cpp's own choice: the slot whose cached prompt
+shares the most with it, which is what keeps an editor's keystrokes warm there."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fimgate.engines.transports.base import Capabilities, Chunk, Sampling
+from fimgate.engines.transports.http_upstream import (
+    HttpUpstream,
+    UpstreamUnavailable,
+    stream_events,
+)
+from fimgate.engines.transports.llamacpp_api import llama_request
+
+
+class LlamaCppServer(HttpUpstream):
+    capabilities = Capabilities(grammar=True)
+
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        super().__init__(url, api_key)
+        self.context_length = self._api.context_length()
+
+    async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
+        body = llama_request(ids, sampling) | {"return_progress": False}
+        self._counters.add(active=1, requests=1, prompt_tokens_sent=len(ids))
+        predicted, finished = 0, False
+        events = stream_events(self._http(), "/completion", body)
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    now = event.get("tokens_predicted", predicted)
+                    self._counters.add(generated_tokens=now - predicted)
+                    predicted = now
+                    reason = None
+                    if event.get("stop"):
+                        finished = True
+                        reason = "stop" if event.get("stop_type") in ("eos", "word") else "length"
+                        computed = (event.get("timings") or {}).get("prompt_n", 0)
+                        self._counters.add(prompt_tokens_computed=computed)
+                    yield Chunk(event.get("content") or "", predicted, reason)
+            if not finished:  # the connection closed cleanly, but the answer is cut
+                raise UpstreamUnavailable(f"{self.url}: the stream ended before its last event")
+        finally:
+            self._counters.add(active=-1, cancelled=int(not finished))
