@@ -37,6 +37,10 @@ from fimgate.engines.transports.http_upstream import UpstreamUnavailable
 log = logging.getLogger("fimgate.router")
 
 LOAD_FACTOR = 1.25
+# How long an editor's next request waits for llama.cpp to let go of the slot of the one it
+# cancelled (it does within a decode step). Other gateways' requests can keep the count of
+# busy slots up, so this is short: past it, the request goes anyway.
+RELEASE_WAIT_S = 1.0
 
 T = TypeVar("T")
 
@@ -45,6 +49,8 @@ class UpstreamTransport(Transport, Protocol):
     url: str
 
     async def health(self, timeout: float) -> bool: ...
+
+    async def busy_slots(self) -> int | None: ...
 
 
 @dataclass(eq=False)
@@ -94,6 +100,8 @@ class Router:
         self._turn = 0
         self._health_task: asyncio.Task[None] | None = None
         self._counters = Counters("retried", "ejected", "recovered")
+        self._releasing: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.capabilities = Capabilities(
             grammar=all(u.capabilities.grammar for u in self.upstreams)
         )
@@ -154,6 +162,7 @@ class Router:
 
     async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
         self._watch()
+        await self._after_sibling(sampling.affinity)
         tried: set[Upstream] = set()
         while True:
             upstream = self._pick(sampling.affinity, tried)
@@ -167,12 +176,15 @@ class Router:
             queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
             chunks = upstream.transport.run(ids, sampling)  # type: ignore[union-attr]
             pump = asyncio.create_task(_pump(chunks, queue))
+            ended = False  # the stream ended or failed, rather than its reader leaving
             try:
                 while (chunk := await _next(queue, upstream, started)) is not None:
                     started = True
                     yield chunk
+                ended = True
                 return
             except UpstreamUnavailable as exc:
+                ended = True
                 self._eject(upstream, exc)
                 if started:
                     raise
@@ -182,6 +194,40 @@ class Router:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
+                if not ended and sampling.affinity:
+                    self._watch_release(upstream, sampling.affinity)
+
+    # -- the next keystroke after a cancelled one ----------------------------------------------
+
+    async def _after_sibling(self, affinity: str) -> None:
+        """An editor's next keystroke usually arrives as its last request is cancelled. Sent
+        at once, it would find that request's slot still busy in llama.cpp, land in another,
+        and read its whole prompt cold: so it waits (briefly) until llama.cpp has let go."""
+        released = self._releasing.get(affinity)
+        if released is not None and not released.is_set():
+            await released.wait()  # within RELEASE_WAIT_S
+
+    def _watch_release(self, upstream: Upstream, affinity: str) -> None:
+        released = asyncio.Event()
+        self._releasing[affinity] = released
+        while len(self._releasing) > 1024:  # forget the oldest editors
+            self._releasing.pop(next(iter(self._releasing)))
+
+        async def watch() -> None:
+            try:
+                async with asyncio.timeout(RELEASE_WAIT_S):
+                    while True:
+                        busy = await upstream.transport.busy_slots()  # type: ignore[union-attr]
+                        if busy is None or busy <= upstream.in_flight:
+                            return
+                        await asyncio.sleep(0.01)
+            except Exception:  # not known: the next request just goes
+                return
+            finally:
+                released.set()
+
+        self._tasks.add(task := asyncio.get_running_loop().create_task(watch()))
+        task.add_done_callback(self._tasks.discard)
 
     def _pick(self, affinity: str, tried: set[Upstream]) -> Upstream | None:
         ready = [u for u in self.upstreams if u.healthy and not u.draining and u not in tried]

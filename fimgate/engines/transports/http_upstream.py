@@ -68,6 +68,13 @@ class HttpUpstream(LlamaCppTokenizer):
             return False
         return response.status_code == 200
 
+    async def busy_slots(self) -> int | None:
+        """Slots llama.cpp is working in (``/slots``); None where the server has none."""
+        response = await self._http().get("/slots", timeout=5)
+        if response.status_code != 200:
+            return None
+        return sum(1 for slot in response.json() if slot.get("is_processing"))
+
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # No read timeout: a prompt may take long to read; a hung server is the health

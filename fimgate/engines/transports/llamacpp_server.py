@@ -27,7 +27,7 @@ class LlamaCppServer(HttpUpstream):
     async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
         body = llama_request(ids, sampling) | {"return_progress": False}
         self._counters.add(active=1, requests=1, prompt_tokens_sent=len(ids))
-        predicted, finished = 0, False
+        predicted, computed, finished = 0, 0, False
         events = stream_events(self._http(), "/completion", body)
         try:
             async with contextlib.aclosing(events):
@@ -35,14 +35,17 @@ class LlamaCppServer(HttpUpstream):
                     now = event.get("tokens_predicted", predicted)
                     self._counters.add(generated_tokens=now - predicted)
                     predicted = now
+                    # Prompt tokens read (the rest came from the cache), known from the first
+                    # token on: a request cancelled before its end counts too.
+                    computed = max(computed, (event.get("timings") or {}).get("prompt_n", 0))
                     reason = None
                     if event.get("stop"):
                         finished = True
                         reason = "stop" if event.get("stop_type") in ("eos", "word") else "length"
-                        computed = (event.get("timings") or {}).get("prompt_n", 0)
-                        self._counters.add(prompt_tokens_computed=computed)
                     yield Chunk(event.get("content") or "", predicted, reason)
             if not finished:  # the connection closed cleanly, but the answer is cut
                 raise UpstreamUnavailable(f"{self.url}: the stream ended before its last event")
         finally:
-            self._counters.add(active=-1, cancelled=int(not finished))
+            self._counters.add(
+                active=-1, cancelled=int(not finished), prompt_tokens_computed=computed
+            )
