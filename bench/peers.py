@@ -7,7 +7,8 @@ and spoken to in its own best dialect for FIM:
 - ``fimgate-upstreams-N``: the same gateway answering from N ``fimgate engine-server``
   processes (llama.cpp's server, over HTTP) instead of in-process, ``--upstream`` each. On one
   machine they share its cores (threads split between them): what this shows is the hop's
-  and the routing's cost and the cache reuse, not scaling.
+  and the routing's cost and the cache reuse, not scaling. ``fimgate-upstreams-N-round-robin``:
+  the same, routed round-robin instead of by affinity (``FIMGATE_ROUTING``).
 - ``llama-cpp-python``: ``python -m llama_cpp.server``, ``POST /v1/completions`` with the Qwen
   FIM prompt built here (its own ``suffix`` handling is broken in 0.3.36: FIM token ids 0).
 """
@@ -100,6 +101,17 @@ class Target:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def first_key(folder: Path) -> dict[str, str]:
+    """The headers with the first key of a ``fimgate serve`` on data folder ``folder``: it
+    appears once the database is set up, before the model loads."""
+    key_file = folder / "first-api-key"
+    for _ in range(600):
+        if key_file.exists() and key_file.read_text().strip():
+            break
+        time.sleep(0.1)
+    return {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+
+
 def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str | None) -> Target:
     folder = Path(tempfile.mkdtemp(prefix=f"fimgate-bench-{name}-"))
     log = folder / "log"
@@ -108,8 +120,11 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
     headers: dict[str, str] = {}
     fimgate = Path(sys.executable).parent / "fimgate"
     upstreams: list[subprocess.Popen] = []
+    routing: dict[str, str] = {}
     if name.startswith("fimgate-upstreams-"):
-        count = int(name.rsplit("-", 1)[1])
+        number, _, policy = name.removeprefix("fimgate-upstreams-").partition("-")
+        count = int(number)
+        routing["FIMGATE_ROUTING"] = policy or "affinity"
         urls = []
         for i in range(count):
             upstream_port = free_port()
@@ -148,16 +163,11 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
     # The peers have no rate limits: fimgate's (60,000 tokens a minute per workspace by
     # default) would answer a fast run with 429s; serving is measured here, not the policy.
     env = {**os.environ, "FIMGATE_DEFAULT_RPM": "1000000", "FIMGATE_DEFAULT_TPM": "1000000000"}
+    env |= routing
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     if name.startswith("fimgate"):
-        # The first key appears once the database is set up, before the model loads.
-        key_file = folder / "first-api-key"
-        for _ in range(600):
-            if key_file.exists() and key_file.read_text().strip():
-                break
-            time.sleep(0.1)
-        headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+        headers = first_key(folder)
     probe = url + ("/v1/models" if name == "llama-cpp-python" else "/health")
     wait_until_up(process, probe, log, 180, headers)
     return Target(name, process, url, headers, folder, upstreams)

@@ -196,6 +196,23 @@ def test_an_upstream_down_at_start_joins_when_it_answers(
             stop(late.process)
 
 
+def test_one_busy_editor_does_not_pin_its_upstream(engine_servers: list[EngineServer]) -> None:
+    """Three requests at once from one editor and file (one affinity): the first two fill
+    the two slots of its upstream, the third goes to the next one instead of queueing."""
+    gateway = start_server("upstream-busy", *upstream_args(engine_servers))
+    # Long enough to still run while the others arrive: min_tokens keeps each going.
+    body = _body(_editor_prompt(950), suffix="", max_tokens=300, min_tokens=300)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            running = [pool.submit(_stream, gateway, body) for _ in range(3)]
+            in_flight = lambda: sorted(u["in_flight"] for u in _upstreams(gateway))  # noqa: E731
+            _until(lambda: sum(in_flight()) == 3, "three requests in flight")
+            assert in_flight() == [0, 1, 2]
+            assert all(r.result()[1] == "length" for r in running)
+    finally:
+        stop_server(gateway)
+
+
 def _typing(gateway: Server, tag: str) -> int:
     """Three editors typing four keystrokes each into a file of their own; the prompt tokens
     the upstreams computed for it (the rest came from their caches)."""

@@ -127,7 +127,9 @@ class PromptBuilder:
             raise PromptTooLong(len(ids), self.context_length)
         usage = len(self._layout(sent_ids, suffix_ids, context_ids))
         made = Made.of(job, suffix, context_ids)
-        place = context.path if context else given.split("\n", 1)[0]
+        # After recall: the lines the client dropped from the top as the prefix grew are back,
+        # so the first line stays put while the editor types.
+        place = context.path if context else prefix.split("\n", 1)[0]
         return BuiltPrompt(ids, usage, healed, prefix, suffix, made, f"{job.editor}\n{place}")
 
     def _editor_context(self, job: FimJob) -> EditorContext | None:

@@ -4,9 +4,14 @@ health-checked, failed over.
 - Affinity: each request carries who is typing where (API key and file). Upstreams are
   ranked for it by weighted rendezvous hashing, so the same editor and file land on the same
   upstream, where llama.cpp still holds its prompt, and the others spread by weight. The load
-  is bounded (consistent hashing with bounded loads): an upstream already holding more than
-  ``LOAD_FACTOR`` times its weighted share of the requests in flight is passed over, so one
-  busy editor cannot pin a loaded upstream.
+  is bounded (consistent hashing with bounded loads): an upstream whose slots are all busy
+  and that holds more than ``LOAD_FACTOR`` times its weighted share of the requests in flight
+  is passed over, so one busy editor cannot pin a loaded upstream. The slots count because a
+  request sent elsewhere reads its whole prompt cold (seconds to tens of seconds on a CPU),
+  while one more request in a free slot only shares the batch.
+- The next keystroke: an editor's request that follows one it cancelled waits until
+  llama.cpp has let go of that one's slot (``RELEASE_WAIT_S`` at most), so that llama.cpp,
+  which picks the idle slot whose cache shares the most with the prompt, picks that slot.
 - Health: every ``interval`` seconds each upstream's ``/health`` must answer 200 within
   ``timeout``; one that does not (dead, hung, loading) is ejected, and taken back when it
   answers again. A request that fails on an upstream ejects it at once. An upstream down
@@ -38,15 +43,16 @@ log = logging.getLogger("fimgate.router")
 
 LOAD_FACTOR = 1.25
 # How long an editor's next request waits for llama.cpp to let go of the slot of the one it
-# cancelled (it does within a decode step). Other gateways' requests can keep the count of
-# busy slots up, so this is short: past it, the request goes anyway.
-RELEASE_WAIT_S = 1.0
+# cancelled. llama.cpp lets go between two batches, which on a CPU take seconds while other
+# slots read prompts; a cold read of the whole prompt in another slot takes longer still.
+RELEASE_WAIT_S = 10.0
 
 T = TypeVar("T")
 
 
 class UpstreamTransport(Transport, Protocol):
     url: str
+    slots: int | None  # requests it serves at once, where the server says
 
     async def health(self, timeout: float) -> bool: ...
 
@@ -67,6 +73,10 @@ class Upstream:
     in_flight: int = 0
     # Set when the upstream is ejected: requests waiting on it give up and go elsewhere.
     ejected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def slots(self) -> int:
+        return (self.transport.slots if self.transport else None) or 1
 
     def score(self, affinity: str) -> float:
         """Weighted rendezvous score: the highest takes the affinity key."""
@@ -214,12 +224,20 @@ class Router:
             self._releasing.pop(next(iter(self._releasing)))
 
         async def watch() -> None:
+            # Released once no slot there is busy beyond this gateway's own requests in flight,
+            # or, where other gateways keep slots busy too, once fewer are than at the cancel
+            # (most likely the cancelled request's own slot, the first to stop).
+            at_cancel: int | None = None
             try:
                 async with asyncio.timeout(RELEASE_WAIT_S):
                     while True:
                         busy = await upstream.transport.busy_slots()  # type: ignore[union-attr]
-                        if busy is None or busy <= upstream.in_flight:
+                        if busy is None:
                             return
+                        others = busy - upstream.in_flight
+                        if others <= 0 or (at_cancel is not None and others < at_cancel):
+                            return
+                        at_cancel = at_cancel or others
                         await asyncio.sleep(0.01)
             except Exception:  # not known: the next request just goes
                 return
@@ -241,7 +259,8 @@ class Router:
         total = sum(u.in_flight for u in ready) + 1
         weights = sum(u.weight for u in ready)
         for upstream in sorted(ready, key=lambda u: u.score(affinity), reverse=True):
-            if upstream.in_flight < math.ceil(LOAD_FACTOR * total * upstream.weight / weights):
+            share = math.ceil(LOAD_FACTOR * total * upstream.weight / weights)
+            if upstream.in_flight < max(share, upstream.slots):
                 return upstream
         return min(ready, key=lambda u: u.in_flight / u.weight)
 

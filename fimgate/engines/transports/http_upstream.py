@@ -69,7 +69,7 @@ class HttpUpstream(LlamaCppTokenizer):
         return response.status_code == 200
 
     async def busy_slots(self) -> int | None:
-        """Slots llama.cpp is working in (``/slots``); None where the server has none."""
+        """How many slots llama.cpp is working in (``/slots``); None where it has none."""
         response = await self._http().get("/slots", timeout=5)
         if response.status_code != 200:
             return None

@@ -23,21 +23,27 @@ class LlamaCppServer(HttpUpstream):
     def __init__(self, url: str, api_key: str | None = None) -> None:
         super().__init__(url, api_key)
         self.context_length = self._api.context_length()
+        # Requests it serves at once; the router sends more only where every other is fuller.
+        self.slots: int | None = self._api.props().get("total_slots")
 
     async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
-        body = llama_request(ids, sampling) | {"return_progress": False}
+        body = llama_request(ids, sampling)
         self._counters.add(active=1, requests=1, prompt_tokens_sent=len(ids))
         predicted, computed, finished = 0, 0, False
         events = stream_events(self._http(), "/completion", body)
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
+                    # Prompt tokens read (the rest came from the cache): from the progress of
+                    # each batch while the prompt is read, then from each token's timings, so
+                    # a request cancelled before its end, even before its first token, counts.
+                    if progress := event.get("prompt_progress"):
+                        computed = max(computed, progress["processed"] - progress["cache"])
+                        continue  # not a token: the router's retry holds until the first one
+                    computed = max(computed, (event.get("timings") or {}).get("prompt_n", 0))
                     now = event.get("tokens_predicted", predicted)
                     self._counters.add(generated_tokens=now - predicted)
                     predicted = now
-                    # Prompt tokens read (the rest came from the cache), known from the first
-                    # token on: a request cancelled before its end counts too.
-                    computed = max(computed, (event.get("timings") or {}).get("prompt_n", 0))
                     reason = None
                     if event.get("stop"):
                         finished = True

@@ -40,6 +40,7 @@ class OpenAICompatible(HttpUpstream):
         self.model = model or listed["id"]
         # vLLM says how long a sequence may be; llama.cpp says it in /props.
         self.context_length = int(listed.get("max_model_len") or self._api.context_length())
+        self.slots: int | None = None  # vLLM and SGLang batch whatever comes: no fixed count
 
     def _models(self) -> dict[str, Any]:
         try:
