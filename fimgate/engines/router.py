@@ -228,6 +228,7 @@ class Router:
             # or, where other gateways keep slots busy too, once fewer are than at the cancel
             # (most likely the cancelled request's own slot, the first to stop).
             at_cancel: int | None = None
+            pause = 0.01  # then less often: a slot held for a batch is asked about seconds long
             try:
                 async with asyncio.timeout(RELEASE_WAIT_S):
                     while True:
@@ -238,7 +239,8 @@ class Router:
                         if others <= 0 or (at_cancel is not None and others < at_cancel):
                             return
                         at_cancel = at_cancel or others
-                        await asyncio.sleep(0.01)
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 1.5, 0.1)
             except Exception:  # not known: the next request just goes
                 return
             finally:

@@ -31,7 +31,12 @@ from fimgate.engines.counters import Counters
 from fimgate.engines.flights import Flight, Flights, computed_over
 from fimgate.engines.settings import EngineSettings
 from fimgate.engines.transports.base import Capabilities, Chunk, Sampling
-from fimgate.engines.transports.llamacpp_api import LlamaCppApi, LlamaCppTokenizer, llama_request
+from fimgate.engines.transports.llamacpp_api import (
+    LlamaCppApi,
+    LlamaCppTokenizer,
+    llama_request,
+    prompt_tokens_read,
+)
 
 _END = object()
 
@@ -99,15 +104,13 @@ class InProcessLlamaCpp(LlamaCppTokenizer):
         def on_chunk(chunk: dict[str, Any]) -> bool:  # worker thread
             flight.started.set()
             read = reads[-1]
+            read[1] = max(read[1], prompt_tokens_read(chunk))
             if progress := chunk.get("prompt_progress"):
                 if read[0] < 0:
                     read[0] = progress["cache"]
-                read[1] = max(read[1], progress["processed"] - progress["cache"])
                 if waiting := self._flights.waiting_behind(flight, progress):
                     made_way_for[:] = waiting
                     return True
-            if timings := chunk.get("timings"):
-                read[1] = max(read[1], timings.get("prompt_n", 0))
             if "prompt_progress" not in chunk or chunk.get("choices"):
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return flight.cancel.is_set()

@@ -38,20 +38,32 @@ def llama_request(ids: list[int], sampling: Sampling) -> dict[str, Any]:
     }
 
 
+def prompt_tokens_read(event: dict[str, Any]) -> int:
+    """Prompt tokens llama.cpp has read for a request so far, from one of its streamed events
+    (the rest came from its cache): a batch's progress while the prompt is read, then each
+    token's timings."""
+    read = (event.get("timings") or {}).get("prompt_n", 0)
+    if progress := event.get("prompt_progress"):
+        read = max(read, progress["processed"] - progress["cache"])
+    return read
+
+
 class LlamaCppApi:
     def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = headers or {}
         self._client: httpx.AsyncClient | None = None
         self._props: dict[str, Any] | None = None
+        self._special: dict[str, int | None] = {}  # marker: its id, as probed
 
-    def _get(self, path: str) -> Any:
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A blocking call, for what is asked once at start (not on a request's path)."""
         with httpx.Client(base_url=self.base_url, headers=self._headers, timeout=30) as client:
-            return client.get(path).raise_for_status().json()
+            return client.request(method, path, json=body).raise_for_status().json()
 
     def props(self) -> dict[str, Any]:
         if self._props is None:
-            self._props = self._get("/props")
+            self._props = self._call("GET", "/props")
         return self._props
 
     def context_length(self) -> int:
@@ -63,10 +75,11 @@ class LlamaCppApi:
         """The id of ``marker`` when the vocabulary has it as one token."""
         if not marker:
             return None
-        with httpx.Client(base_url=self.base_url, headers=self._headers, timeout=30) as client:
+        if marker not in self._special:  # probed again by every upstream that joins
             body = {"content": marker, "parse_special": True, "add_special": False}
-            ids = client.post("/tokenize", json=body).raise_for_status().json()["tokens"]
-        return ids[0] if len(ids) == 1 else None
+            ids = self._call("POST", "/tokenize", body)["tokens"]
+            self._special[marker] = ids[0] if len(ids) == 1 else None
+        return self._special[marker]
 
     def bos_token(self) -> str | None:
         return self.props().get("bos_token") or None

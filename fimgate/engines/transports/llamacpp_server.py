@@ -14,7 +14,7 @@ from fimgate.engines.transports.http_upstream import (
     UpstreamUnavailable,
     stream_events,
 )
-from fimgate.engines.transports.llamacpp_api import llama_request
+from fimgate.engines.transports.llamacpp_api import llama_request, prompt_tokens_read
 
 
 class LlamaCppServer(HttpUpstream):
@@ -34,13 +34,11 @@ class LlamaCppServer(HttpUpstream):
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
-                    # Prompt tokens read (the rest came from the cache): from the progress of
-                    # each batch while the prompt is read, then from each token's timings, so
-                    # a request cancelled before its end, even before its first token, counts.
-                    if progress := event.get("prompt_progress"):
-                        computed = max(computed, progress["processed"] - progress["cache"])
+                    # Counted as it goes: a request cancelled before its end, even before its
+                    # first token, read what it read.
+                    computed = max(computed, prompt_tokens_read(event))
+                    if "prompt_progress" in event:
                         continue  # not a token: the router's retry holds until the first one
-                    computed = max(computed, (event.get("timings") or {}).get("prompt_n", 0))
                     now = event.get("tokens_predicted", predicted)
                     self._counters.add(generated_tokens=now - predicted)
                     predicted = now
