@@ -76,16 +76,28 @@ def main() -> None:
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Upstreams per served model, with weights and draining (TOML; see docs/deploy.md).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text (default) or one JSON object a line (FIMGATE_LOG_FORMAT).",
+)
 def serve(**options: Any) -> None:
-    """Serve the FIM API (assembles the packaged model on first use)."""
+    """Serve the FIM API (assembles the packaged model on first use). SIGTERM drains: new
+    requests get a 503 while those in flight finish (FIMGATE_DRAIN_SECONDS at most)."""
+    import logging.config
+
     import uvicorn
 
     from fimgate.api.app import create_app
+    from fimgate.api.drain import DrainingServer
+    from fimgate.api.request_log import logging_config
     from fimgate.engines.base import EngineError
     from fimgate.engines.loading import model_loader
     from fimgate.gateway.bootstrap import ensure_first_key, open_gateway
 
     settings = _settings(**options)
+    log_config = logging_config(settings.log_format)
+    logging.config.dictConfig(log_config)
     try:
         load_models, loading = model_loader(settings)
     except (modelpack.ModelPackError, EngineError) as exc:
@@ -103,7 +115,12 @@ def serve(**options: Any) -> None:
 
     console.print(f"fimgate: loading {loading}; serving on http://{settings.host}:{settings.port}")
     app = create_app(settings, load_models, gateway)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=log_config,
+        # After the drain, what is left (idle keep-alive connections) gets a few seconds.
+        timeout_graceful_shutdown=5,
+    )  # fmt: skip
+    DrainingServer(config, lambda: app.state.serving, settings.drain_seconds).run()
 
 
 for _command in (*COMMANDS, eval_command, engine_server):

@@ -21,7 +21,7 @@ from rich.table import Table
 from fimgate.config import Settings
 from fimgate.gateway.keys import AdminError, KeyInfo, KeyStore
 from fimgate.gateway.limits import LimitBook, Limits
-from fimgate.gateway.usage import UsageLedger
+from fimgate.gateway.usage import Acceptance, UsageLedger
 from fimgate.store.database import Database, open_database
 
 out = Console()
@@ -197,17 +197,33 @@ def parse_since(text: str) -> datetime:
 @click.option("--since", help="30m, 2h, 7d, or an ISO time (UTC).")
 @click.option("--limit", type=int, help="Only the newest N rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
+@click.option(
+    "--acceptance", is_flag=True,
+    help="Only the inferred acceptance per workspace, key and model (with --json: as JSON).",
+)  # fmt: skip
 @_database_options
 def usage(
     workspace: str | None,
     since: str | None,
     limit: int | None,
     as_json: bool,
+    acceptance: bool,
     database: Database,
     **_: Any,
 ) -> None:
-    """The usage ledger: one row per FIM request."""
-    rows = UsageLedger(database).rows(workspace, parse_since(since) if since else None, limit)
+    """The usage ledger: one row per FIM request, then the completions' inferred acceptance
+    (a completion counts as accepted when the key's next prompt holds its text, in full or in
+    part)."""
+    ledger = UsageLedger(database)
+    start = parse_since(since) if since else None
+    if acceptance:
+        accepted = ledger.acceptance(workspace, start)
+        if as_json:
+            click.echo(json.dumps([a.to_json() for a in accepted], indent=1))
+        else:
+            out.print(_acceptance_table(accepted))
+        return
+    rows = ledger.rows(workspace, start, limit)
     if as_json:
         click.echo(json.dumps([row.to_json() for row in rows], indent=1))
         return
@@ -230,6 +246,20 @@ def usage(
     out.print(table)
     tokens = sum(r.prompt_tokens + r.completion_tokens for r in rows)
     out.print(f"{len(rows)} requests, {tokens} tokens")
+    if accepted := ledger.acceptance(workspace, start):
+        out.print(_acceptance_table(accepted))
+
+
+def _acceptance_table(accepted: list[Acceptance]) -> Table:
+    table = Table(title="completions accepted (inferred from each key's next prompt)")
+    for header in ("workspace", "key", "model", "judged", "accepted", "rate", "chars accepted"):
+        table.add_column(header)
+    for a in accepted:
+        table.add_row(
+            a.workspace, a.key_id, a.model or "", str(a.judged), str(a.accepted),
+            f"{a.rate:.1%}", f"{a.accepted_chars} of {a.shown_chars}",
+        )  # fmt: skip
+    return table
 
 
 COMMANDS = (workspaces, keys, limits, usage)

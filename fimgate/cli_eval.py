@@ -76,6 +76,11 @@ from fimgate.modelpack import DEFAULT_MODEL
     help="editor: also feed llama.cpp Continue's text as it is (what a server that does not "
     "read the formats gives).",
 )
+@click.option(
+    "--cross-file", is_flag=True,
+    help="editor: only the cross-file tasks (the hole uses a name defined in another file), "
+    "for the subset's figures without the rest of the set.",
+)  # fmt: skip
 @click.option("--threads", type=int, help="CPU threads of the server it starts.")
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path),
@@ -88,8 +93,8 @@ from fimgate.modelpack import DEFAULT_MODEL
 def eval_command(
     suite: str, data_dir: Path | None, languages: str | None, infilling: str,
     limit: int | None, url: str | None, key: str | None, models: tuple[str, ...],
-    wires: str, passed_through: bool, threads: int | None, json_path: Path | None,
-    resume: bool,
+    wires: str, passed_through: bool, cross_file: bool, threads: int | None,
+    json_path: Path | None, resume: bool,
 ) -> None:  # fmt: skip
     """Completion quality through a fimgate's API: HumanEval-FIM exact match (Qwen2.5-Coder
     scoring) and HumanEval single-line infilling (exact match, pass@1 in a sandbox), or
@@ -101,8 +106,8 @@ def eval_command(
             raise click.UsageError("--suite editor starts its own servers (no --url)")
         editor_eval(
             list(models) or [DEFAULT_MODEL, "qwen2.5-coder-0.5b"],
-            _split(languages or "py,ts,js"), limit, _split(wires), passed_through, threads,
-            json_path, resume,
+            _split(languages or "py,ts,js"), limit, _split(wires), passed_through, cross_file,
+            threads, json_path, resume,
         )  # fmt: skip
         return
     if data_dir is None:

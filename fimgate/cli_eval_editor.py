@@ -28,7 +28,8 @@ SUBSETS = {
 
 def editor_eval(
     models: list[str], languages: list[str], limit: int | None, wires: list[str],
-    passed_through: bool, threads: int | None, json_path: Path | None, resume: bool,
+    passed_through: bool, cross_file: bool, threads: int | None, json_path: Path | None,
+    resume: bool,
 ) -> None:  # fmt: skip
     unknown = [w for w in wires if w not in FORMATS]
     if unknown:
@@ -36,6 +37,8 @@ def editor_eval(
     console = Console(stderr=True)
     console.print("cutting the tasks from the installed packages...")
     tasks = editor_holes.load(languages)
+    if cross_file:
+        tasks = [task for task in tasks if task.cross_file]
     if limit:
         tasks = editor_holes.quick(tasks, limit)
     ways = editor_suite.ways_for(wires, passed_through)

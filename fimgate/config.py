@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -56,6 +56,14 @@ class Settings(BaseSettings, EngineSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Where `serve` writes the first API key when the database has none.
     bootstrap_key_file: Path | None = None
+
+    # -- operations -------------------------------------------------------------------------
+    # /metrics wants this as a Bearer token; unset, it answers this machine (loopback) only.
+    metrics_token: str | None = Field(default=None, repr=False)
+    # Log lines as text, or one JSON object a line (for log shippers).
+    log_format: Literal["text", "json"] = "text"
+    # On SIGTERM: refuse new requests (503), let those in flight finish for up to this long.
+    drain_seconds: float = Field(default=30.0, ge=0)
 
     @property
     def database(self) -> str:

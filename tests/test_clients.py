@@ -58,6 +58,14 @@ def test_sdk_lists_models(sdk: Mistral) -> None:
     assert {"qwen2.5-coder-0.5b", "codestral-latest", "codestral-2501", "codestral-2405"} <= ids
 
 
+def test_sdk_retrieves_a_model(sdk: Mistral) -> None:
+    card = sdk.models.retrieve(model_id="codestral-latest")
+    assert card.id == "codestral-latest" and card.capabilities.completion_fim
+    assert "qwen2.5-coder-0.5b" in card.aliases
+    with pytest.raises(Exception, match="404"):
+        sdk.models.retrieve(model_id="no-such-model")
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 @pytest.mark.parametrize("api_base", ["/mistral/eu/v1/", "/api/public/mistral/eu/v1/"])
 def test_continue_adapter_fim_stream(server, sdk: Mistral, api_base: str) -> None:

@@ -32,6 +32,7 @@ TASK = HoleTask(
 )  # fmt: skip
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("wire", ["codestral", "qwen", "comments"])
 def test_each_continue_format_is_read_back(wire: str) -> None:
     prompt, suffix = render(TASK, wire)
@@ -60,6 +61,7 @@ def test_each_continue_format_is_read_back(wire: str) -> None:
         ("\n// src/app.ts\nconst a = ", ";", [], "src/app.ts", "const a = ", ";"),
     ],
 )  # fmt: skip
+@pytest.mark.fast
 def test_older_and_empty_variants_are_read_back(prompt, suffix, files, path, prefix, out_suffix):
     found = recognize(prompt, suffix)
     assert found is not None
@@ -78,6 +80,7 @@ def test_older_and_empty_variants_are_read_back(prompt, suffix, files, path, pre
         "+++++\nnot a header\n",
     ],
 )
+@pytest.mark.fast
 def test_prompts_in_none_of_the_formats_are_not_recognized(prompt: str) -> None:
     assert recognize(prompt, "") is None
 

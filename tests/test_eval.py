@@ -26,6 +26,7 @@ needs_data = pytest.mark.skipif(
 )
 
 
+@pytest.mark.fast
 def test_the_scored_line_is_the_first_or_the_one_after_a_leading_newline() -> None:
     task = Task("t", "", "", "    return a + b")
     assert exact("    return a + b\nprint(add(1, 2))", task)
@@ -68,6 +69,7 @@ def test_eval_scores_every_record_through_the_api(server: Server, tmp_path: Path
     assert report["summary"]["fim-all"]["records"] == 6
 
 
+@pytest.mark.fast
 def test_sandbox_fails_a_bad_candidate_without_failing_the_run() -> None:
     assert run_program("assert sorted([2, 1]) == [1, 2]") == "passed"
     assert run_program("assert 1 == 2") == "failed"
@@ -81,6 +83,7 @@ def test_sandbox_fails_a_bad_candidate_without_failing_the_run() -> None:
     assert run_program(network.replace("create_connection", "socket().connect")) == "failed"
 
 
+@pytest.mark.fast
 def test_infilling_program_is_the_original_harness_s() -> None:
     test = "def check(f):\n    assert f(1, 2) == 3"
     task = humaneval_infilling.InfillTask(
@@ -90,6 +93,7 @@ def test_infilling_program_is_the_original_harness_s() -> None:
     assert run_program(humaneval_infilling.program("    return a - b\n", task)) == "failed"
 
 
+@pytest.mark.fast
 @needs_data
 def test_eval_refuses_an_unknown_language_and_a_url_without_key() -> None:
     base = [FIMGATE, "eval", "--data", str(DATA)]
@@ -133,6 +137,7 @@ def test_a_stopped_eval_resumes_with_only_the_rest(server: Server, tmp_path: Pat
     assert "MARKER" not in journal.read_text()
 
 
+@pytest.mark.fast
 @needs_data
 def test_a_journal_of_another_model_is_not_resumed(tmp_path: Path) -> None:
     (tmp_path / "eval.partial.jsonl").write_text(json.dumps(
@@ -160,6 +165,7 @@ def _hole(expected: str, kind: str = "single") -> HoleTask:
     return HoleTask("t", "py", kind, "pkg", "pkg/a.py", "x = ", "\ny = 2\n", expected)
 
 
+@pytest.mark.fast
 def test_editor_scores_the_first_line_and_the_edit_similarity_of_the_hole_s_lines() -> None:
     one = _hole("foo(bar)")
     assert editor_suite.exact("foo(bar)  \nmore", one)
@@ -171,6 +177,7 @@ def test_editor_scores_the_first_line_and_the_edit_similarity_of_the_hole_s_line
     assert editor_suite.cut("a\nb\nc", two) == "a\nb"
 
 
+@pytest.mark.fast
 def test_editor_tasks_are_cut_the_same_way_every_time_and_hold_what_they_say() -> None:
     first, again = editor_holes.load(["js"]), editor_holes.load(["js"])
     assert [t.name for t in first] == [t.name for t in again] and first == again
@@ -188,6 +195,7 @@ def test_editor_tasks_are_cut_the_same_way_every_time_and_hold_what_they_say() -
             assert not re.search(rf"\b{task.cross_name}\b", task.prefix.split("\n")[-1])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("wire", FORMATS)
 def test_every_wire_format_is_read_back_by_the_server_side(wire: str) -> None:
     for task in editor_holes.load(["js"]):

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from fimgate import modelpack
+from tests.conftest import DATA_DIR, TEST_MODEL, Server, start_server, stop_server
 
 URL = "/mistral/eu/v1/fim/completions"
 PREFIX = "def fibonacci(n):\n    "
@@ -234,3 +235,10 @@ def test_full_context_finishes_with_model_length(small_ctx: Server) -> None:
     used = result["usage"]["prompt_tokens"] + result["usage"]["completion_tokens"]
     assert result["choices"][0]["finish_reason"] == "model_length"
     assert used == 256
+
+
+def test_packaged_test_model_is_assembled_and_verified(server) -> None:
+    # The server fixture assembled it from the installed parts; verify from scratch.
+    model = modelpack.PACKAGED_MODELS[TEST_MODEL]
+    path = modelpack.model_path(model, DATA_DIR)
+    assert modelpack.sha256_of(path) == model.sha256

@@ -44,7 +44,7 @@ class Replicas:
         return asyncio.run(body())
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=[pytest.param("memory", marks=pytest.mark.fast), "redis"])
 def replicas(request: pytest.FixtureRequest) -> Replicas:
     if request.param == "memory":
         return Replicas(None)

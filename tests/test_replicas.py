@@ -83,5 +83,9 @@ def test_unreachable_redis_is_503_not_500_nor_unlimited() -> None:
         assert response.status_code == 503, response.text
         body = response.json()
         assert body["object"] == "error" and "rate limiter is unavailable" in body["message"]
+        ready = httpx.get(f"{server.url}/ready", timeout=10)  # a load balancer moves on
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["rate_limiter"].startswith("unreachable")
+        assert ready.json()["checks"]["database"] == "ok"
     finally:
         stop_server(server)

@@ -5,17 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import select, text
 
 from fimgate.gateway.keys import AdminError, InvalidKey, KeyStore, key_id_of
 from fimgate.gateway.limits import LimitBook, Limits
 from fimgate.gateway.usage import UsageLedger
-from fimgate.store.database import Database, open_database
+from fimgate.store.database import MIGRATIONS, Database, open_database
 from fimgate.store.tables import ApiKey
 from tests.conftest import sqlite_url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.fast), "postgres"])
 def database(request: pytest.FixtureRequest) -> Database:
     if request.param == "sqlite":
         url = sqlite_url("store-unit")
@@ -29,7 +31,34 @@ def database(request: pytest.FixtureRequest) -> Database:
 def test_migrations_run_once_and_again(database: Database) -> None:
     database.migrate()  # a second run finds the schema current
     with database.session() as s:
-        assert s.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
+
+
+@pytest.mark.fast
+def test_a_ledger_of_the_first_schema_keeps_its_rows_on_upgrade() -> None:
+    url = sqlite_url("store-upgrade")
+    database = Database(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")  # a server of before acceptance was recorded
+    keys = KeyStore(database)
+    keys.create_workspace("old")
+    info, _ = keys.create_key("old")
+    with database.engine.begin() as connection:
+        connection.execute(
+            text(
+                "insert into usage (request_id, created_at, workspace_id, key_id, model, "
+                "prompt_tokens, completion_tokens, status, latency_ms, cancelled) values "
+                "('cmpl-old', '2026-11-30 10:00:00', 1, :key, 'm', 5, 2, 200, 9.5, 0)"
+            ),
+            {"key": info.id},
+        )
+    database.migrate()
+    (row,) = UsageLedger(database).rows()
+    assert (row.request_id, row.prompt_tokens, row.prev_shown_chars) == ("cmpl-old", 5, None)
+    database.close()
 
 
 def test_key_lifecycle(database: Database) -> None:

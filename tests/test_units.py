@@ -20,6 +20,9 @@ from fimgate.engines.prompt_builder import PREFIX_CUT_BLOCK, cap_prefix
 from fimgate.engines.stops import StopMatcher
 from fimgate.engines.typed_middle import SPLIT_EVERY, heal, split_at, starts_with_grammar
 from fimgate.engines.window_recall import WindowRecall, window_start
+from fimgate.gateway.acceptance import ANCHOR, AcceptanceTracker, Verdict, judge
+
+pytestmark = pytest.mark.fast
 
 
 def run_matcher(stops: list[str], deltas: list[str]) -> tuple[str, bool]:
@@ -94,15 +97,6 @@ def test_local_path_must_be_gguf(tmp_path: Path) -> None:
         modelpack.locate(str(path), tmp_path)
     with pytest.raises(modelpack.ModelPackError, match="no model file"):
         modelpack.locate(str(tmp_path / "absent.gguf"), tmp_path)
-
-
-def test_packaged_test_model_is_assembled_and_verified(server) -> None:
-    # The server fixture assembled it from the installed parts; verify from scratch.
-    from tests.conftest import DATA_DIR, TEST_MODEL
-
-    model = modelpack.PACKAGED_MODELS[TEST_MODEL]
-    path = modelpack.model_path(model, DATA_DIR)
-    assert modelpack.sha256_of(path) == model.sha256
 
 
 def test_every_template_has_both_placeholders() -> None:
@@ -286,3 +280,31 @@ def test_starts_with_grammar_escapes_all_but_plain_letters() -> None:
     )
     assert starts_with_grammar("", True) == "root ::= [ \\t\\r\\n]* [^ \\t\\r\\n\\x00] [^\\x00]*"
     assert starts_with_grammar("") == ""
+
+
+def test_acceptance_is_the_completion_s_text_after_where_its_prompt_ended() -> None:
+    prefix = "import os\n\n\ndef home() -> str:\n    return "
+    anchor = prefix[-ANCHOR:]
+    shown = "os.environ['HOME']\n"
+    assert judge(anchor, shown, prefix + shown + "\n\ndef") == Verdict(18, 18)  # taken whole
+    assert judge(anchor, shown, "# a window that slid\n" + prefix + "os.environ[") == Verdict(
+        18, 11
+    )  # in part: the characters that stand
+    assert judge(anchor, shown, prefix + "os.").accepted_chars == 0  # 3: typing along
+    assert judge(anchor, shown, prefix + "None").accepted_chars == 0  # something else
+    assert judge(anchor, shown, "def other():\n    pass").accepted_chars == 0  # moved away
+
+
+def test_each_completion_is_judged_once_by_the_same_key_and_model() -> None:
+    tracker = AcceptanceTracker(max_keys=2)
+    tracker.shown("k1", "m", "x = compute(", "a, b)")
+    assert tracker.judge("k2", "m", "x = compute(a, b)") is None  # another key
+    assert tracker.judge("k1", "other", "x = compute(a, b)") is None  # another model
+    assert tracker.judge("k1", "m", "x = compute(a, b)") == Verdict(5, 5)
+    assert tracker.judge("k1", "m", "x = compute(a, b)") is None  # judged once
+    tracker.shown("k1", "m", "x = compute(", "   ")  # nothing shown: nothing to judge
+    assert tracker.judge("k1", "m", "x = compute(") is None
+    for key in ("k1", "k2", "k3"):  # bounded: the oldest key is forgotten
+        tracker.shown(key, "m", "x = compute(", "a)")
+    assert tracker.judge("k1", "m", "x = compute(a)") is None
+    assert tracker.judge("k3", "m", "x = compute(a)") == Verdict(2, 2)

@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fimgate.api.errors import install_error_handlers
-from fimgate.api.middleware import Authenticate, LimitBodySize, RefuseBrowserOrigins
+from fimgate.api.metrics import Metrics
+from fimgate.api.middleware import Authenticate, RefuseBrowserOrigins
 from fimgate.api.routes import build_router
+from fimgate.api.serving import FimServing
 from fimgate.config import Settings
 from fimgate.engines.registry import ModelRegistry
 from fimgate.gateway.core import Gateway
@@ -26,6 +28,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.registry = load_models()
+        app.state.serving = FimServing(settings, app.state.registry, gateway, app.state.metrics)
         app.state.started = time.time()
         try:
             yield
@@ -37,10 +40,13 @@ def create_app(
     app = FastAPI(title="fimgate", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.gateway = gateway
+    app.state.serving = None  # made once the models are loaded
+    app.state.metrics = Metrics(
+        lambda: getattr(app.state, "registry", None), settings.metrics_token
+    )
     install_error_handlers(app)
     app.include_router(build_router())
-    # Added innermost first: a request meets the origin policy, then auth, then the size cap.
-    app.add_middleware(LimitBodySize, max_bytes=settings.max_body_bytes)
+    # Added innermost first: a request meets the origin policy, then auth.
     app.add_middleware(Authenticate)
     app.add_middleware(RefuseBrowserOrigins, allowed=settings.allowed_origins)
     return app

@@ -6,6 +6,7 @@ errors (422) also keep FastAPI's ``detail`` list, which the mistralai SDK parses
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -26,10 +27,12 @@ class ApiError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        detail: list[dict[str, object]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type = status, message, type
         self.code, self.param, self.headers = code, param, headers
+        self.detail = detail  # a 422's per-field errors (FastAPI's shape)
 
 
 def error_body(
@@ -38,9 +41,13 @@ def error_body(
     return {"object": "error", "message": message, "type": type, "param": param, "code": code}
 
 
-def error_response(error: ApiError) -> JSONResponse:
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     body = error_body(error.message, error.type, error.code, error.param)
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    if error.detail is not None:
+        body["detail"] = error.detail
+    return JSONResponse(
+        body, status_code=error.status, headers={**(error.headers or {}), **(headers or {})}
+    )
 
 
 def _describe(err: dict) -> str:
@@ -50,6 +57,27 @@ def _describe(err: dict) -> str:
     return f"{where}: {err.get('msg')}"
 
 
+def describe_validation(errors: list[dict]) -> str:
+    return "invalid request: " + "; ".join(_describe(e) for e in errors)
+
+
+def _serializable(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def validation_detail(errors: list[dict]) -> list[dict[str, object]]:
+    """FastAPI's ``detail`` list, which the mistralai SDK parses, made safe to send: ``ctx``
+    may hold exception objects, and ``input`` raw bytes (a body FastAPI did not read as JSON)."""
+    return [
+        {k: v for k, v in e.items() if k != "ctx" and (k != "input" or _serializable(v))}
+        for e in errors
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -57,15 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = list(exc.errors())
-        body = error_body(
-            "invalid request: " + "; ".join(_describe(e) for e in detail),
-            "invalid_request_error",
-            code="validation_error",
-        )
-        # ctx may hold exception objects (from validators): keep only what serializes.
-        body["detail"] = [{k: v for k, v in e.items() if k != "ctx"} for e in detail]
-        return JSONResponse(body, status_code=422)
+        errors = list(exc.errors())
+        error = ApiError(
+            422, describe_validation(errors), code="validation_error",
+            detail=validation_detail(errors),
+        )  # fmt: skip
+        return error_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""The HTTP routes: FIM completions, the model list, health.
+"""The HTTP routes: FIM completions (run by ``api.serving``), models, health, readiness, metrics.
 
 Each route is served at the hosted gateway's path (``/mistral/{region}/v1/...``), at the bare
 Mistral path (``/v1/...``), and both again under the deployment prefix ``/api/public``.
@@ -6,39 +6,23 @@ Mistral path (``/v1/...``), and both again under the deployment prefix ``/api/pu
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from fimgate.api.errors import ApiError
-from fimgate.api.schemas import (
-    AssistantMessage,
-    ChatCompletionChoice,
-    CompletionChunk,
-    DeltaMessage,
-    FimCompletionRequest,
-    FimCompletionResponse,
-    FinishReason,
-    ModelCard,
-    ModelList,
-    StreamChoice,
-    UsageInfo,
-)
-from fimgate.api.streaming import SSE_DONE, SSE_HEADERS, sse_event, until_disconnected
+from fimgate.api.metrics import Metrics
+from fimgate.api.schemas import FimCompletionRequest, ModelCard, ModelList
+from fimgate.api.serving import FimServing
 from fimgate.config import Settings
-from fimgate.engines.base import EncodedPrompt, EngineError, FimJob, Finished, PromptTooLong
 from fimgate.engines.registry import ModelRegistry, ServedModel, UnknownModel
-from fimgate.gateway.core import (
-    Gateway,
-    GatewayUnavailable,
-    NeverFits,
-    RateLimited,
-    RequestUsage,
-)
 
 DEPLOYMENT_PREFIXES = ("", "/api/public")
+_FIM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": FimCompletionRequest.model_json_schema()}},
+    }
+}
 
 
 def _settings(request: Request) -> Settings:
@@ -47,14 +31,6 @@ def _settings(request: Request) -> Settings:
 
 def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
-
-
-def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
-
-
-def _usage(request: Request) -> RequestUsage:
-    return request.state.usage  # opened by the Authenticate middleware
 
 
 def _check_region(request: Request, region: str | None) -> None:
@@ -67,179 +43,75 @@ def _check_region(request: Request, region: str | None) -> None:
         )
 
 
-def _to_job(body: FimCompletionRequest, settings: Settings, editor: str) -> FimJob:
-    return FimJob(
-        prefix=body.prompt,
-        suffix=body.suffix or "",
-        max_tokens=body.token_limit,
-        min_tokens=body.min_tokens or 0,
-        temperature=settings.default_temperature if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random": fold larger seeds.
-        seed=None if body.random_seed is None else body.random_seed % 0xFFFFFFFF,
-        stop=body.stop_list,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        presence_penalty=body.presence_penalty or 0.0,
-        editor=editor,
+async def fim_completions(request: Request, region: str | None = None) -> Response:
+    # The body is read by the serving step (JSON whatever the Content-Type says), so the
+    # OpenAPI document gets its schema from openapi_extra below.
+    serving: FimServing = request.app.state.serving
+    return await serving.complete(request, request.state.principal, region)
+
+
+def _model_card(request: Request, model: ServedModel, name: str) -> ModelCard:
+    return ModelCard(
+        id=name,
+        created=int(request.app.state.started),
+        name=model.name,
+        description=model.description,
+        max_context_length=model.engine.context_length,
+        aliases=[n for n in (model.name, *model.aliases) if n != name],
+        default_model_temperature=_settings(request).default_temperature,
     )
-
-
-def _usage_info(done: Finished) -> UsageInfo:
-    return UsageInfo(
-        prompt_tokens=done.prompt_tokens,
-        completion_tokens=done.completion_tokens,
-        total_tokens=done.prompt_tokens + done.completion_tokens,
-    )
-
-
-async def _prepare(
-    request: Request, region: str | None, body: FimCompletionRequest
-) -> tuple[ServedModel, FimJob, EncodedPrompt]:
-    _check_region(request, region)
-    try:
-        served = _registry(request).resolve(body.model)
-    except UnknownModel as exc:
-        raise ApiError(404, str(exc), code="model_not_found", param="model") from None
-    job = _to_job(body, _settings(request), _usage(request).principal.key_id)
-    try:
-        prompt = await served.engine.encode(job)
-    except PromptTooLong as exc:
-        await _gateway(request).observe(_usage(request), served.name, served.aliases)
-        raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
-    except EngineError as exc:
-        raise _engine_failed(exc) from None
-    await _admit(request, served, job, prompt)
-    return served, job, prompt
-
-
-async def _admit(request: Request, served: ServedModel, job: FimJob, prompt: EncodedPrompt) -> None:
-    room = served.engine.context_length - prompt.tokens
-    max_new = room if job.max_tokens is None else min(job.max_tokens, room)
-    try:
-        await _gateway(request).admit(
-            _usage(request), served.name, prompt.tokens, max_new, served.aliases
-        )
-    except NeverFits as exc:
-        raise ApiError(413, str(exc), code="exceeds_token_rate_limit", param="prompt") from None
-    except GatewayUnavailable as exc:
-        raise ApiError(503, str(exc), type="service_unavailable") from None
-    except RateLimited as exc:
-        # The Retry-After and x-ratelimit-* headers come from the Authenticate middleware.
-        raise ApiError(429, str(exc), type="rate_limit_error", code="rate_limit_exceeded") from None
-
-
-def _engine_failed(exc: EngineError) -> ApiError:
-    return ApiError(503, f"the model failed: {exc}", type="engine_error")
-
-
-async def fim_completions(
-    request: Request, body: FimCompletionRequest, region: str | None = None
-) -> object:
-    served, job, prompt = await _prepare(request, region, body)
-    usage = _usage(request)
-    completion_id = usage.request_id  # the ledger's request id, so the two can be matched
-    created = int(time.time())
-    if body.stream:
-        stream = _sse(request, served, job, prompt, completion_id, created)
-        return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
-
-    text: list[str] = []
-    done: Finished | None = None
-    try:
-        async for event in until_disconnected(request, served.engine.generate(prompt, job)):
-            if isinstance(event, Finished):
-                done = event
-            else:
-                text.append(event.text)
-                usage.completion_tokens = event.tokens
-    except EngineError as exc:
-        raise _engine_failed(exc) from None
-    if done is None:  # the client went away; nobody reads this
-        return JSONResponse({}, status_code=499)
-    usage.completion_tokens = done.completion_tokens
-    response = FimCompletionResponse(
-        id=completion_id,
-        model=served.name,
-        created=created,
-        usage=_usage_info(done),
-        choices=[
-            ChatCompletionChoice(
-                message=AssistantMessage(content="".join(text)), finish_reason=done.finish_reason
-            )
-        ],
-    )
-    return JSONResponse(response.model_dump())
-
-
-async def _sse(
-    request: Request,
-    served: ServedModel,
-    job: FimJob,
-    prompt: EncodedPrompt,
-    completion_id: str,
-    created: int,
-) -> AsyncIterator[bytes]:
-    def chunk(
-        content: str = "", finish_reason: FinishReason | None = None, usage: UsageInfo | None = None
-    ) -> bytes:
-        return sse_event(
-            CompletionChunk(
-                id=completion_id,
-                created=created,
-                model=served.name,
-                choices=[
-                    StreamChoice(delta=DeltaMessage(content=content), finish_reason=finish_reason)
-                ],
-                usage=usage,
-            )
-        )
-
-    first = CompletionChunk(
-        id=completion_id,
-        created=created,
-        model=served.name,
-        choices=[StreamChoice(delta=DeltaMessage(role="assistant", content=""))],
-    )
-    yield sse_event(first)
-    usage = _usage(request)
-    usage.cancelled = True  # until the engine says it finished
-    try:
-        async for event in until_disconnected(request, served.engine.generate(prompt, job)):
-            if isinstance(event, Finished):
-                usage.completion_tokens = event.completion_tokens
-                usage.cancelled = False
-                yield chunk(finish_reason=event.finish_reason, usage=_usage_info(event))
-            else:
-                usage.completion_tokens = event.tokens
-                yield chunk(event.text)
-    except EngineError:
-        # Headers are sent already: end the stream with an error finish, as Mistral does.
-        usage.cancelled = False
-        yield chunk(finish_reason="error")
-    # Settled and recorded before [DONE]: a client that saw the end has its ledger row.
-    await _gateway(request).close(usage, 200)
-    yield SSE_DONE
 
 
 async def list_models(request: Request, region: str | None = None) -> ModelList:
     _check_region(request, region)
-    settings = _settings(request)
-    created = int(request.app.state.started)
     return ModelList(
         data=[
-            ModelCard(
-                id=name,
-                created=created,
-                name=model.name,
-                description=model.description,
-                max_context_length=model.engine.context_length,
-                aliases=[n for n in (model.name, *model.aliases) if n != name],
-                default_model_temperature=settings.default_temperature,
-            )
+            _model_card(request, model, name)
             for model in _registry(request).models
             for name in (model.name, *model.aliases)
         ]
     )
+
+
+async def retrieve_model(request: Request, model_id: str, region: str | None = None) -> ModelCard:
+    """``models.retrieve`` in both Mistral SDKs: one card, by any name the model answers to."""
+    _check_region(request, region)
+    try:
+        model = _registry(request).resolve(model_id)
+    except UnknownModel as exc:
+        raise ApiError(404, str(exc), code="model_not_found", param="model_id") from None
+    return _model_card(request, model, model_id)
+
+
+def _models_ready(registry: ModelRegistry) -> str:
+    """Each model loaded; one answering from upstream servers needs one healthy among them."""
+    for model in registry.models:
+        upstreams = model.engine.upstreams()
+        if upstreams and not any(u.get("healthy") for u in upstreams):
+            return f"{model.name}: no healthy upstream"
+    return "ok"
+
+
+async def ready(request: Request) -> JSONResponse:
+    """Readiness for a load balancer: 200 only while this replica should get traffic."""
+    serving: FimServing = request.app.state.serving
+    checks = {"models": _models_ready(_registry(request))}
+    checks.update(await serving.gateway.reachable())
+    checks["draining"] = "no" if not serving.draining else "yes: shutting down"
+    ok = checks["draining"] == "no" and all(
+        value == "ok" for name, value in checks.items() if name != "draining"
+    )
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "checks": checks},
+        status_code=200 if ok else 503,
+        headers=None if ok else {"Retry-After": "5"},
+    )
+
+
+async def metrics(request: Request) -> Response:
+    exporter: Metrics = request.app.state.metrics
+    exporter.allowed(request)
+    return exporter.response()
 
 
 async def health(request: Request) -> dict[str, object]:
@@ -261,8 +133,12 @@ def build_router() -> APIRouter:
                 fim_completions,
                 methods=["POST"],
                 response_model=None,
+                openapi_extra=_FIM_BODY,
             )
             router.add_api_route(f"{prefix}{path}/models", list_models, methods=["GET"])
+            router.add_api_route(
+                f"{prefix}{path}/models/{{model_id}}", retrieve_model, methods=["GET"]
+            )
         # Continue builds its URL with new URL("fim/completions", apiBase): an apiBase
         # written without a trailing slash (".../mistral/eu/v1") loses its "v1".
         router.add_api_route(
@@ -273,4 +149,6 @@ def build_router() -> APIRouter:
             include_in_schema=False,
         )
         router.add_api_route(f"{prefix}/health", health, methods=["GET"])
+        router.add_api_route(f"{prefix}/ready", ready, methods=["GET"])
+        router.add_api_route(f"{prefix}/metrics", metrics, methods=["GET"], include_in_schema=False)
     return router

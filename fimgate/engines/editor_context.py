@@ -3,7 +3,7 @@
 Continue picks a prompt format from the model name its user configured and writes other
 files' snippets into ``prompt`` as text (``../shared/notes/editors.md``):
 
-- **codestral** (a name with "codestral", what fimgate's README configures):
+- **codestral** (a name with "codestral", what configs written for the hosted service use):
   ``+++++ a/b.py \\n<text>\\n\\n+++++ c/d.py \\n<text>\\n\\n+++++ current/path\\n<prefix>``
   (older releases: no space after a snippet's path, ``[PREFIX]`` before the prefix);
 - **qwen** (a name with "qwen" and "coder"): ``<|repo_name|>repo\\n<|file_sep|>a/b.py\\n<text>

@@ -15,7 +15,7 @@ holds the last multiple of ``SPLIT_EVERY`` chars. While the user types on, it st
 The last typed token is taken back and the output must start with its text (a grammar):
 the user pauses anywhere, often inside what the tokenizer would merge (``[]`` before
 ``\\n``), and a model asked to continue such a cut token answers far worse ("token
-healing"; measured on HumanEval-FIM, see the README). The same grammar asks for more than
+healing"; measured on HumanEval-FIM, see docs/engine.md). The same grammar asks for more than
 whitespace: with text of its own in the middle, the model ends the middle at once (a bare
 newline) far more often than in the usual layout.
 """

@@ -2,8 +2,8 @@
 of the prompt formats it picks from the configured model name
 (``core/autocomplete/templating``; see ``../shared/notes/editors.md``):
 
-- ``codestral`` (a name containing "codestral", what our README configures): other files'
-  snippets as ``+++++ path \\n<text>`` blocks joined by blank lines, then
+- ``codestral`` (a name containing "codestral", as configs written for the hosted service
+  have): other files' snippets as ``+++++ path \\n<text>`` blocks joined by blank lines, then
   ``+++++ current/path\\n`` and the prefix;
 - ``qwen`` (a name containing "qwen" and "coder"): ``<|repo_name|>`` and ``<|file_sep|>``
   written as text, the current path followed by Continue's own

@@ -19,6 +19,7 @@ from anyio.to_thread import run_sync
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from fimgate.gateway.acceptance import AcceptanceTracker, Verdict
 from fimgate.gateway.keys import KeyStore, Principal
 from fimgate.gateway.limits import LimitBook, Limits
 from fimgate.gateway.ratelimit import Decision, RateLimiter
@@ -49,6 +50,10 @@ class GatewayUnavailable(Exception):
     refused (503), never let through unchecked."""
 
 
+class LedgerUnavailable(GatewayUnavailable):
+    """A request's row could not be written: it is not answered (nothing goes unrecorded)."""
+
+
 class NeverFits(Exception):
     """The prompt alone is over the tokens-per-minute limit: waiting can never help."""
 
@@ -68,6 +73,15 @@ class RequestUsage:
     completion_tokens: int = 0
     cancelled: bool = False
     closed: bool = False
+    stream: bool = False
+    client_request_id: str | None = None  # the client's x-request-id, when it sent one
+    first_token_at: float | None = None  # monotonic, for time to first token
+    ended_at: float = 0.0  # monotonic, set when closed
+    judged: Verdict | None = None  # the key's previous completion, judged by this prompt
+
+    @property
+    def latency_ms(self) -> float:
+        return ((self.ended_at or time.monotonic()) - self.started) * 1000
 
     @property
     def bucket(self) -> str:
@@ -87,6 +101,7 @@ class Gateway:
         self.limits = LimitBook(database, defaults)
         self.limiter = limiter
         self.ledger = UsageLedger(database)
+        self.acceptance = AcceptanceTracker()
         # Tokens reserved for the completion at admission (capped by max_tokens); the
         # reservation is settled to the real count when the request ends.
         self.output_estimate = output_estimate
@@ -162,6 +177,7 @@ class Gateway:
         if usage.closed:
             return
         usage.closed = True
+        usage.ended_at = time.monotonic()
         with anyio.CancelScope(shield=True):
             row = dict(
                 request_id=usage.request_id,
@@ -172,18 +188,45 @@ class Gateway:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 status=status,
-                latency_ms=(time.monotonic() - usage.started) * 1000,
+                latency_ms=usage.latency_ms,
                 cancelled=usage.cancelled,
+                prev_shown_chars=usage.judged.shown_chars if usage.judged else None,
+                prev_accepted_chars=usage.judged.accepted_chars if usage.judged else None,
             )
-            # The row first: if it cannot be written this raises, and the answer is not
-            # completed (an answered request always has its row).
-            await run_sync(self.ledger.record, row)
+            # The row first: if it cannot be written the answer is withheld (an answered
+            # request always has its row); the reservation is settled either way.
+            failed: Exception | None = None
+            try:
+                await run_sync(self.ledger.record, row)
+            except (SQLAlchemyError, OSError) as exc:
+                log.error("writing usage row %s failed: %s", usage.request_id, type(exc).__name__)
+                failed = exc
             if usage.admitted:
                 try:
                     used = usage.prompt_tokens + usage.completion_tokens
                     await self.limiter.settle(usage.bucket, usage.request_id, used)
                 except (RedisError, OSError) as exc:  # the reservation simply stands
                     log.error("settling a reservation failed: %s", type(exc).__name__)
+            if failed is not None:
+                raise LedgerUnavailable(
+                    "the usage ledger is unavailable, so this completion was not recorded and "
+                    "is withheld; retry shortly"
+                ) from None
+
+    async def reachable(self, timeout: float = 2.0) -> dict[str, str]:
+        """Whether the database and the rate limiter's store answer (readiness)."""
+        checks = {}
+        for name, probe in (("database", self._ping_database), ("rate_limiter", self.limiter.ping)):
+            try:
+                with anyio.fail_after(timeout):
+                    await probe()
+                checks[name] = "ok"
+            except Exception as exc:  # any failure means: do not send traffic here
+                checks[name] = f"unreachable ({type(exc).__name__})"
+        return checks
+
+    async def _ping_database(self) -> None:
+        await run_sync(self.database.ping, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         await self.limiter.aclose()

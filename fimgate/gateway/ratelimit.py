@@ -54,6 +54,10 @@ class RateLimiter(Protocol):
         """Replace an admitted request's reservation with the tokens it really used."""
         ...
 
+    async def ping(self) -> None:
+        """Raise if the limiter's store cannot be reached (readiness)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -158,6 +162,9 @@ class MemoryRateLimiter:
         if log is not None and entry is not None:  # else it has left the window already
             log.tokens += tokens - entry.tokens
             entry.tokens = tokens
+
+    async def ping(self) -> None:
+        return None  # in this process: always there
 
     async def aclose(self) -> None:
         self._logs.clear()

@@ -129,5 +129,8 @@ class RedisRateLimiter:
     async def settle(self, bucket: str, request_id: str, tokens: int) -> None:
         await self._settle(keys=self._keys(bucket)[1:], args=[request_id, tokens])
 
+    async def ping(self) -> None:
+        await self._redis.ping()
+
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from fimgate.store.database import Database
 from fimgate.store.tables import UsageRecord, Workspace
@@ -27,11 +27,33 @@ class UsageRow:
     status: int
     latency_ms: float
     cancelled: bool
+    prev_shown_chars: int | None = None
+    prev_accepted_chars: int | None = None
 
     def to_json(self) -> dict[str, object]:
         row = asdict(self)
         row["created_at"] = self.created_at.isoformat()
         return row
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Inferred acceptance of one workspace's key on one model (gateway/acceptance.py)."""
+
+    workspace: str
+    key_id: str
+    model: str | None
+    judged: int
+    accepted: int
+    shown_chars: int
+    accepted_chars: int
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.judged if self.judged else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "rate": round(self.rate, 4)}
 
 
 class UsageLedger:
@@ -42,6 +64,30 @@ class UsageLedger:
         """Insert one row (UsageRecord's columns) and commit; Core, as it runs per request."""
         with self._db.engine.begin() as connection:
             connection.execute(insert(UsageRecord), row)
+
+    def acceptance(
+        self, workspace: str | None = None, since: datetime | None = None
+    ) -> list[Acceptance]:
+        """Judged completions per workspace, key and model."""
+        judged = UsageRecord.prev_shown_chars.is_not(None)
+        query = (
+            select(
+                Workspace.name, UsageRecord.key_id, UsageRecord.model,
+                func.count(), func.count().filter(UsageRecord.prev_accepted_chars > 0),
+                func.coalesce(func.sum(UsageRecord.prev_shown_chars), 0),
+                func.coalesce(func.sum(UsageRecord.prev_accepted_chars), 0),
+            )
+            .join(Workspace)
+            .where(judged)
+            .group_by(Workspace.name, UsageRecord.key_id, UsageRecord.model)
+            .order_by(Workspace.name, UsageRecord.key_id, UsageRecord.model)
+        )  # fmt: skip
+        if workspace is not None:
+            query = query.where(Workspace.name == workspace)
+        if since is not None:
+            query = query.where(UsageRecord.created_at >= since)
+        with self._db.session() as session:
+            return [Acceptance(*row) for row in session.execute(query)]
 
     def rows(
         self, workspace: str | None = None, since: datetime | None = None, limit: int | None = None
@@ -69,6 +115,8 @@ class UsageLedger:
                     status=r.status,
                     latency_ms=r.latency_ms,
                     cancelled=r.cancelled,
+                    prev_shown_chars=r.prev_shown_chars,
+                    prev_accepted_chars=r.prev_accepted_chars,
                 )
                 for r, ws in session.execute(query)
             ]

@@ -48,7 +48,10 @@ class Database:
             self.engine: Engine = create_engine(self.url, connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10)
+            # A database that is gone must fail a request in seconds, not hang it.
+            self.engine = create_engine(
+                self.url, pool_pre_ping=True, pool_size=10, connect_args={"connect_timeout": 5}
+            )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
@@ -66,6 +69,11 @@ class Database:
         """A session whose work is committed at the end of the block (rolled back on error)."""
         with self._sessions.begin() as session:
             yield session
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -80,3 +80,7 @@ class UsageRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The key's previous completion, judged by this request's prompt (gateway/acceptance.py):
+    # its length, and how much of it the prompt now holds; NULL when there was none to judge.
+    prev_shown_chars: Mapped[int | None] = mapped_column(Integer)
+    prev_accepted_chars: Mapped[int | None] = mapped_column(Integer)

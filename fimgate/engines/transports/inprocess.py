@@ -2,7 +2,7 @@
 
 Why this binding: it runs llama.cpp's server loop (slots, continuous batching, prompt cache)
 in-process with the GIL released, installs as a prebuilt wheel in seconds, and decodes as
-fast as llama-cpp-python's build here (see the README). Its Python surface is narrow:
+fast as llama-cpp-python's build here (see docs/engine.md). Its Python surface is narrow:
 
 - ``Server.handle_completions(request, callback)`` blocks until done, so it runs in a worker
   thread and streams through the callback; the callback returning True stops generation at

@@ -1,0 +1,192 @@
+"""Prometheus metrics at /metrics, named after vLLM's (``vllm:…`` → ``fimgate:…``).
+
+Per request (recorded when ``api.serving`` settles it): requests by status, model and
+workspace; time to first token and end-to-end latency; prompt and generated tokens;
+cancellations; rate-limit refusals; how long the ledger write took. Read from the engines
+when scraped: prompt tokens sent to llama.cpp and those it computed (the rest came from its
+cache: ``1 - computed/sent`` is the hit ratio). Workspaces are labels by name; keys appear
+only as their public id, never the key.
+
+Access: with ``FIMGATE_METRICS_TOKEN`` set, /metrics wants ``Authorization: Bearer <token>``;
+without it, only clients on this machine (loopback) may read it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fimgate.api.errors import ApiError
+from fimgate.engines.registry import ModelRegistry
+from fimgate.gateway.core import RequestUsage
+
+# The *_created series (a timestamp per label set) only double what a scrape returns.
+disable_created_metrics()
+
+# Editors' budgets are 150-375 ms; a cold prompt on a CPU is tens of seconds.
+_TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.375, 0.5, 0.75, 1, 2, 5, 10, 20, 40, 80)
+_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
+_LEDGER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+
+class _EngineCounters(Collector):
+    """What each model's engine counted, read at scrape time."""
+
+    def __init__(self, models: Callable[[], ModelRegistry | None]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        sent = CounterMetricFamily(
+            "fimgate:prompt_tokens_sent", "Prompt tokens sent to the engine.", labels=["model"]
+        )
+        computed = CounterMetricFamily(
+            "fimgate:prompt_tokens_computed",
+            "Prompt tokens the engine computed (the rest came from its cache).",
+            labels=["model"],
+        )
+        registry = self._models()
+        for model in registry.models if registry else ():
+            stats = model.engine.stats()
+            sent.add_metric([model.name], stats.get("prompt_tokens_sent", 0))
+            computed.add_metric([model.name], stats.get("prompt_tokens_computed", 0))
+        yield sent
+        yield computed
+
+
+class Metrics:
+    def __init__(self, models: Callable[[], ModelRegistry | None], token: str | None) -> None:
+        self.token = token
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "fimgate:requests", "FIM requests by outcome.", ["model", "workspace", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "fimgate:time_to_first_token_seconds", "Time to the first generated token.",
+            ["model"], buckets=_TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.e2e = Histogram(
+            "fimgate:e2e_request_latency_seconds", "Time from arrival to the recorded end.",
+            ["model"], buckets=_E2E_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            "fimgate:prompt_tokens", "Prompt tokens of admitted requests (what usage reports).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.generation_tokens = Counter(
+            "fimgate:generation_tokens", "Completion tokens generated.", ["model"], registry=r
+        )
+        self.running = Gauge(
+            "fimgate:num_requests_running", "Admitted requests in flight.", ["model"], registry=r
+        )
+        self.waiting = Gauge(
+            "fimgate:num_requests_waiting",
+            "Admitted requests still waiting for their first token (a slot, the prompt read).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.cancelled = Counter(
+            "fimgate:requests_cancelled", "Requests the client abandoned before the end.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.refused = Counter(
+            "fimgate:rate_limit_refusals", "Requests refused by the rate limiter (429 and 413).",
+            ["model", "workspace"], registry=r,
+        )  # fmt: skip
+        self.ledger_seconds = Histogram(
+            "fimgate:ledger_write_seconds", "Time to write a request's usage row and settle it.",
+            buckets=_LEDGER_BUCKETS, registry=r,
+        )  # fmt: skip
+        labels = ["workspace", "key", "model"]
+        self.judged = Counter(
+            "fimgate:completions_judged",
+            "Completions judged by the key's next prompt (gateway/acceptance.py).", labels,
+            registry=r,
+        )  # fmt: skip
+        self.accepted = Counter(
+            "fimgate:completions_accepted",
+            "Judged completions whose text, in full or in part, the next prompt holds.", labels,
+            registry=r,
+        )  # fmt: skip
+        self.shown_chars = Counter(
+            "fimgate:judged_chars", "Characters of the judged completions.", labels, registry=r
+        )
+        self.accepted_chars = Counter(
+            "fimgate:accepted_chars", "Characters of judged completions the next prompt holds.",
+            labels, registry=r,
+        )  # fmt: skip
+        r.register(_EngineCounters(models))
+
+    def started(self, usage: RequestUsage) -> None:
+        model = usage.model or ""
+        self.running.labels(model).inc()
+        self.waiting.labels(model).inc()
+
+    def first_token(self, usage: RequestUsage) -> None:
+        self.waiting.labels(usage.model or "").dec()
+
+    def finished(self, usage: RequestUsage, status: int, ledger_seconds: float) -> None:
+        model = usage.model or ""
+        self.requests.labels(model, usage.principal.workspace, str(status)).inc()
+        self.ledger_seconds.observe(ledger_seconds)
+        if usage.cancelled:
+            self.cancelled.labels(model).inc()
+        if usage.judged is not None:
+            who = (usage.principal.workspace, usage.principal.key_id, model)
+            self.judged.labels(*who).inc()
+            self.shown_chars.labels(*who).inc(usage.judged.shown_chars)
+            if usage.judged.accepted:
+                self.accepted.labels(*who).inc()
+                self.accepted_chars.labels(*who).inc(usage.judged.accepted_chars)
+        if status in (413, 429) and usage.decision is not None:
+            self.refused.labels(model, usage.principal.workspace).inc()
+        if not usage.admitted:
+            return
+        self.running.labels(model).dec()
+        if usage.first_token_at is None:
+            self.waiting.labels(model).dec()
+        else:
+            self.ttft.labels(model).observe(usage.first_token_at - usage.started)
+        self.e2e.labels(model).observe(usage.ended_at - usage.started)
+        self.prompt_tokens.labels(model).inc(usage.prompt_tokens)
+        self.generation_tokens.labels(model).inc(usage.completion_tokens)
+
+    def allowed(self, request: Request) -> None:
+        """Raise a 401/403 unless this caller may read the metrics."""
+        if self.token:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
+                raise ApiError(
+                    401, "metrics need 'Authorization: Bearer <FIMGATE_METRICS_TOKEN>'",
+                    type="authentication_error", code="invalid_metrics_token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )  # fmt: skip
+            return
+        host = request.client.host if request.client else ""
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = False
+        if not local:
+            raise ApiError(
+                403, "metrics are served to this machine only; set FIMGATE_METRICS_TOKEN to "
+                "read them from elsewhere with 'Authorization: Bearer <token>'",
+                type="permission_error", code="metrics_local_only",
+            )  # fmt: skip
+
+    def response(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,89 @@
+"""Whether completions help, inferred from the next request (a Mistral-API client sends no
+accept events, as Tabby's clients do): the last completion a key was shown is judged by that
+key's next prompt. If the completion's text now stands right after where its prompt ended,
+in full or in part, it was accepted, and that many characters of it.
+
+- The end of the earlier prefix (its last ``ANCHOR`` characters) is looked for in the new
+  prefix; what follows it is what came into the file since. Not found: the editor moved
+  elsewhere, and the completion was not taken.
+- Accepted characters: the common start of that text and the completion. Fully accepted
+  when it covers the whole completion (trailing whitespace aside). Fewer than
+  ``MIN_PARTIAL`` characters count as not accepted: one typed character that happens to
+  match is typing along, not taking the suggestion.
+- Each completion is judged once, by the next request of its key and model; a completion
+  with no next request is never judged (it is not counted either way).
+
+Kept in memory, per replica: with several replicas, sticky sessions by key (docs/deploy.md)
+keep a key's requests where its last completion is.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+ANCHOR = 96
+MIN_PARTIAL = 4
+MAX_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    shown_chars: int  # the judged completion's length
+    accepted_chars: int  # 0: not accepted
+
+    @property
+    def accepted(self) -> bool:
+        return self.accepted_chars > 0
+
+
+@dataclass(frozen=True)
+class _Shown:
+    anchor: str
+    text: str
+
+
+def _common_start(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def judge(anchor: str, text: str, prefix: str) -> Verdict:
+    """How much of ``text``, shown after a prefix ending in ``anchor``, ``prefix`` now holds."""
+    shown = len(text.rstrip())
+    at = prefix.rfind(anchor)
+    if at < 0:
+        return Verdict(shown, 0)
+    since = prefix[at + len(anchor) :]
+    common = _common_start(since, text)
+    if common >= shown:
+        return Verdict(shown, shown)
+    return Verdict(shown, common if common >= MIN_PARTIAL else 0)
+
+
+class AcceptanceTracker:
+    """The last completion shown to each (key, model), judged by its next prompt."""
+
+    def __init__(self, max_keys: int = MAX_KEYS) -> None:
+        self._last: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_keys
+
+    def judge(self, key_id: str, model: str, prefix: str) -> Verdict | None:
+        with self._lock:
+            shown = self._last.pop((key_id, model), None)
+        return None if shown is None else judge(shown.anchor, shown.text, prefix)
+
+    def shown(self, key_id: str, model: str, prefix: str, text: str) -> None:
+        if not text.strip() or len(prefix) < MIN_PARTIAL:
+            return  # nothing to take, or no prompt end to find again
+        with self._lock:
+            self._last[key_id, model] = _Shown(prefix[-ANCHOR:], text)
+            self._last.move_to_end((key_id, model))
+            while len(self._last) > self._max:
+                self._last.popitem(last=False)
