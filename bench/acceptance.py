@@ -7,21 +7,24 @@ and at each completion does one of three things, by a seeded draw:
 - ignores it.
 
 Then it types on, 1 to 24 characters of the real file (what a pause between requests holds),
-and asks again. The server judges each completion by the next prompt
-(``fimgate/gateway/acceptance.py``); this script knows what the typist did. It prints the
+and asks again; every so often it moves to another file (the completion before a move is
+judged by a prompt that cannot hold it, and is left out of the comparison). The server
+judges each completion by the next prompt (``fimgate/gateway/acceptance.py``); this script
+knows what the typist did. It prints the
 inferred rate and characters beside the truth, the confusion between them, and
 ``fimgate usage --acceptance`` from the server's own ledger.
 
     python bench/acceptance.py [--requests 150] [--seed 7] [--model qwen2.5-coder-0.5b]
 
-An ignored completion that the typist's own text repeats (the model was right, the user typed
-it instead of taking it) is counted by the server as accepted in part: its text does stand in
-the prefix. The table shows how often that happens.
+An ignored completion that the typist's own text repeats (the model was right, and the user
+typed it instead of taking it) can count as accepted: its text does stand in the prefix. The
+confusion table shows how often that happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
@@ -32,8 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-
-from fimgate.local_process import free_port, stop, wait_until_up
+from local_server import start_fimgate
 
 BEFORE, AFTER = 1500, 500  # Continue's window around the cursor
 FILES = ("_models.py", "_client.py", "_urls.py", "_config.py")
@@ -45,22 +47,6 @@ def sources() -> list[str]:
 
     root = Path(package.__file__).parent
     return [(root / name).read_text() for name in FILES]
-
-
-def start_server(model: str, folder: Path) -> tuple[subprocess.Popen, str, str, str]:
-    port = free_port()
-    fimgate = Path(sys.executable).parent / "fimgate"
-    database = f"sqlite:///{folder / 'fimgate.db'}"
-    command = [
-        str(fimgate), "serve", "--model", model, "--port", str(port), "--data-dir", str(folder),
-        "--database-url", database, "--bootstrap-key-file", str(folder / "key"),
-    ]  # fmt: skip
-    log = folder / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(process, f"{url}/health", log, 300)
-    return process, url, (folder / "key").read_text().strip(), database
 
 
 def first_word(text: str) -> str:
@@ -79,6 +65,8 @@ def run(url: str, key: str, requests: int, seed: int) -> list[dict]:
             if n == 0 or source is not files[(n - 1) * len(files) // requests]:
                 pos = rng.randrange(len(source) // 4, len(source) // 2)  # a new file
                 written = source[:pos]
+                if done:  # judged by a prompt in another file: what was taken is not in it
+                    done[-1]["moved"] = True
             prompt, suffix = written[-BEFORE:], source[pos : pos + AFTER]
             body = {"model": "codestral-latest", "prompt": prompt, "suffix": suffix,
                     "max_tokens": 24, "temperature": 0}  # fmt: skip
@@ -93,7 +81,10 @@ def run(url: str, key: str, requests: int, seed: int) -> list[dict]:
             typed = rng.randint(1, 24)
             written += taken + source[pos : pos + typed]
             pos += typed
-            done.append({"action": action, "shown": len(shown.rstrip()), "taken": len(taken)})
+            done.append({"action": action, "shown": len(shown.rstrip()), "taken": len(taken),
+                         "prompt": prompt, "text": shown})  # fmt: skip
+    for entry, after in itertools.pairwise(done):
+        entry["next_prompt"] = after["prompt"]
     return done[:-1]  # the last completion has no next request to judge it
 
 
@@ -102,26 +93,36 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--json", type=Path, help="write the session here (prompts, completions)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fimgate-acceptance-"))
-    process, url, key, database = start_server(args.model, folder)
+    server = start_fimgate(folder, model=args.model)
+    database = server.database_url
     try:
-        truth = run(url, key, args.requests, args.seed)
+        truth = run(server.url, server.key, args.requests, args.seed)
     finally:
-        stop(process)
+        server.stop()
     fimgate = str(Path(sys.executable).parent / "fimgate")
     usage = [fimgate, "usage", "--json", "--database-url", database, "--data-dir", str(folder)]
     rows = json.loads(subprocess.run(usage, capture_output=True, text=True, check=True).stdout)
     judged = [r for r in rows if r["prev_shown_chars"] is not None]  # oldest first
+    if args.json:
+        args.json.write_text(json.dumps({"truth": truth, "rows": rows}, indent=1))
 
     actions = Counter(t["action"] for t in truth)
-    shown = [t for t in truth if t["action"] != "empty"]
+    judged_truth = [t for t in truth if t["action"] != "empty"]
+    # The server judges a completion by the next prompt; when that is in another file, a taken
+    # completion is out of its sight (judged "not accepted"): left out of the comparison.
+    moved = [i for i, t in enumerate(judged_truth) if t.get("moved")]
+    shown = [t for i, t in enumerate(judged_truth) if i not in moved]
     print(
         f"{args.requests} requests, {len(shown)} non-empty completions judged by the next "
         f"request ({dict(actions)}); the server judged {len(judged)}"
     )
-    if len(judged) != len(shown):
+    if len(judged) != len(judged_truth):
         sys.exit("the server judged a different number of completions than were shown")
+    judged = [r for i, r in enumerate(judged) if i not in moved]
+    print(f"left out: {len(moved)} judged by a prompt in the next file")
     confusion: Counter[tuple[str, str]] = Counter()
     for t, r in zip(shown, judged, strict=True):
         inferred = "ignore"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,29 +35,12 @@ import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from local_server import start_fimgate
 from schemathesis import GenerationMode
-
-from fimgate.local_process import free_port, stop, wait_until_up
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "hosted-fim-openapi.yaml"
 PATH = "/mistral/{region}/v1/fim/completions"
 MAX_TOKENS = 4
-
-
-def start_server(model: str, folder: Path) -> tuple[subprocess.Popen, str, str]:
-    port = free_port()
-    fimgate = Path(sys.executable).parent / "fimgate"
-    key_file = folder / "key"
-    command = [
-        str(fimgate), "serve", "--model", model, "--port", str(port), "--data-dir", str(folder),
-        "--n-ctx", "1024", "--bootstrap-key-file", str(key_file),
-    ]  # fmt: skip
-    log = folder / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(process, f"{url}/health", log, 300)
-    return process, url, key_file.read_text().strip()
 
 
 def capped(body: Any) -> Any:
@@ -108,12 +90,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="fimgate-fuzz-"))
-    process = None
+    server = None
     if args.url:
         url, key = args.url.rstrip("/"), args.key or ""
     else:
-        process, url, key = start_server(args.model, folder)
+        folder = Path(tempfile.mkdtemp(prefix="fimgate-fuzz-"))
+        server = start_fimgate(folder, "--n-ctx", "1024", model=args.model)
+        url, key = server.url, server.key
     if args.spec.exists():
         schema, spec_name = schemathesis.openapi.from_path(args.spec), args.spec.name
     else:  # a checkout without ../shared: the server's own document, the same request schema
@@ -171,8 +154,8 @@ def main() -> None:
                 break
     finally:
         client.close()
-        if process is not None:
-            stop(process)
+        if server is not None:
+            server.stop()
     seconds = time.monotonic() - started
     print(f"spec: {spec_name}; {sent} requests generated and sent in {seconds:.0f} s")
     print("statuses: " + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))

@@ -12,41 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-
-from fimgate.local_process import free_port, stop, wait_until_up
+from local_server import start_fimgate
 
 BODY = {"model": "codestral-latest", "prompt": "def add(a, b):\n    return ", "max_tokens": 1}
-# Runs ``fimgate`` from another checkout with this venv: the editable install's finder would
-# otherwise import this checkout's package whatever PYTHONPATH says.
-RUN_FROM = (
-    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)];"
-    "sys.path.insert(0, sys.argv.pop(1)); from fimgate.cli import main; main()"
-)
-
-
-def start(checkout: Path | None, folder: Path, name: str) -> tuple[subprocess.Popen, str, str]:
-    port = free_port()
-    data = folder / name
-    data.mkdir()
-    args = ["serve", "--model", "qwen2.5-coder-0.5b", "--port", str(port), "--data-dir",
-            str(data), "--n-ctx", "1024", "--threads", "1"]  # fmt: skip
-    if checkout is None:
-        command = [str(Path(sys.executable).parent / "fimgate"), *args]
-    else:
-        command = [sys.executable, "-c", RUN_FROM, str(checkout), *args]
-    log = data / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(process, f"{url}/health", log, 300)
-    return process, url, (data / "first-api-key").read_text().strip()
+SETTINGS = ("--n-ctx", "1024", "--threads", "1")
 
 
 def one(client: httpx.Client, stream: bool) -> float:
@@ -63,14 +37,14 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="fimgate-http-"))
     sides = {
-        "this checkout": start(None, folder, "this"),
-        "other": start(args.other, folder, "other"),
+        "this checkout": start_fimgate(folder / "this", *SETTINGS),
+        "other": start_fimgate(folder / "other", *SETTINGS, checkout=args.other),
     }
     times: dict[tuple[str, bool], list[float]] = {}
     try:
         clients = {
-            name: httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"})
-            for name, (_, url, key) in sides.items()
+            name: httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.key}"})
+            for name, s in sides.items()
         }
         for i in range(args.requests + 10):
             for stream in (False, True):
@@ -79,8 +53,8 @@ def main() -> None:
                     if i >= 10:  # the first fill the prompt cache
                         times.setdefault((name, stream), []).append(took)
     finally:
-        for process, _, _ in sides.values():
-            stop(process)
+        for server in sides.values():
+            server.stop()
     print(f"{args.requests} requests per side and way, alternating; ms")
     for stream in (False, True):
         medians = {}

@@ -287,9 +287,10 @@ def test_acceptance_is_the_completion_s_text_after_where_its_prompt_ended() -> N
     anchor = prefix[-ANCHOR:]
     shown = "os.environ['HOME']\n"
     assert judge(anchor, shown, prefix + shown + "\n\ndef") == Verdict(18, 18)  # taken whole
-    assert judge(anchor, shown, "# a window that slid\n" + prefix + "os.environ[") == Verdict(
-        18, 11
-    )  # in part: the characters that stand
+    slid = "# a window that slid\n" + prefix
+    assert judge(anchor, shown, slid + "os.environ") == Verdict(18, 10)  # in part: a word
+    assert judge(anchor, shown, slid + "os.envi").accepted_chars == 0  # inside a word: typed
+    assert judge(anchor, shown, slid + "os.environ[").accepted_chars == 0  # after a bracket
     assert judge(anchor, shown, prefix + "os.").accepted_chars == 0  # 3: typing along
     assert judge(anchor, shown, prefix + "None").accepted_chars == 0  # something else
     assert judge(anchor, shown, "def other():\n    pass").accepted_chars == 0  # moved away

@@ -118,20 +118,15 @@ class FimServing:
             usage.client_request_id = client_id
         if self.draining:
             return await self._refuse(usage, _DRAINING)
-        try:
-            body = parse_fim_request(await read_body(request, self.settings.max_body_bytes))
-            usage.stream = bool(body.stream)
-            served, job, prompt = await self._prepare(usage, region, body)
-        except ApiError as error:
-            return await self._refuse(usage, error)
-        except BodyGone:
-            return await self._left(usage)
-        except asyncio.CancelledError:
-            await self._left(usage)
-            raise
-        except Exception:
-            await self._failed(usage)
-            raise
+        async with self._recorded_if_it_fails(usage):
+            try:
+                body = parse_fim_request(await read_body(request, self.settings.max_body_bytes))
+                usage.stream = bool(body.stream)
+                served, job, prompt = await self._prepare(usage, region, body)
+            except ApiError as error:
+                return await self._refuse(usage, error)
+            except BodyGone:
+                return await self._left(usage)
         self.metrics.started(usage)
         if body.stream:
             return SettledStream(
@@ -139,8 +134,15 @@ class FimServing:
                 headers={**SSE_HEADERS, **self._headers(usage)},
                 settle_left=lambda: self._left(usage, status=200),
             )
-        try:
+        async with self._recorded_if_it_fails(usage):
             return await self._aggregate(request, usage, served, job, prompt)
+
+    @contextlib.asynccontextmanager
+    async def _recorded_if_it_fails(self, usage: RequestUsage) -> AsyncIterator[None]:
+        """A task cancelled from outside is recorded as a client gone, a fault of ours as a
+        500 (which the app's handler then answers)."""
+        try:
+            yield
         except asyncio.CancelledError:
             await self._left(usage)
             raise
