@@ -3,6 +3,7 @@ port with its own data folder and SQLite database, its first key read back."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,11 @@ class LocalServer:
 
 
 def start_fimgate(
-    folder: Path, *args: str, model: str = "qwen2.5-coder-0.5b", checkout: Path | None = None
+    folder: Path,
+    *args: str,
+    model: str = "qwen2.5-coder-0.5b",
+    checkout: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> LocalServer:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -46,7 +51,9 @@ def start_fimgate(
         command = [sys.executable, "-c", _RUN_FROM, str(checkout), *serve]
     log = folder / "server.log"
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(process, f"{url}/health", log, 300)
     return LocalServer(process, url, (folder / "key").read_text().strip(), database, folder)
