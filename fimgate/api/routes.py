@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fimgate.api.errors import ApiError
 from fimgate.api.metrics import Metrics
 from fimgate.api.schemas import FimCompletionRequest, ModelCard, ModelList
-from fimgate.api.serving import FimServing
+from fimgate.api.serving import FimServing, check_region
 from fimgate.config import Settings
 from fimgate.engines.registry import ModelRegistry, ServedModel, UnknownModel
 
@@ -31,16 +31,6 @@ def _settings(request: Request) -> Settings:
 
 def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
-
-
-def _check_region(request: Request, region: str | None) -> None:
-    regions = _settings(request).regions
-    if region is not None and region not in regions:
-        raise ApiError(
-            404,
-            f"unknown region {region!r}; this server serves: {', '.join(regions)}",
-            code="region_not_found",
-        )
 
 
 async def fim_completions(request: Request, region: str | None = None) -> Response:
@@ -63,7 +53,7 @@ def _model_card(request: Request, model: ServedModel, name: str) -> ModelCard:
 
 
 async def list_models(request: Request, region: str | None = None) -> ModelList:
-    _check_region(request, region)
+    check_region(_settings(request).regions, region)
     return ModelList(
         data=[
             _model_card(request, model, name)
@@ -75,7 +65,7 @@ async def list_models(request: Request, region: str | None = None) -> ModelList:
 
 async def retrieve_model(request: Request, model_id: str, region: str | None = None) -> ModelCard:
     """``models.retrieve`` in both Mistral SDKs: one card, by any name the model answers to."""
-    _check_region(request, region)
+    check_region(_settings(request).regions, region)
     try:
         model = _registry(request).resolve(model_id)
     except UnknownModel as exc:

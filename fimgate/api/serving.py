@@ -57,6 +57,16 @@ from fimgate.gateway.keys import Principal
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
+def check_region(regions: list[str], region: str | None) -> None:
+    """A 404 for a region this server does not serve (``/mistral/{region}/...``)."""
+    if region is not None and region not in regions:
+        raise ApiError(
+            404,
+            f"unknown region {region!r}; this server serves: {', '.join(regions)}",
+            code="region_not_found",
+        )
+
+
 def _usage_info(done: Finished) -> UsageInfo:
     return UsageInfo(
         prompt_tokens=done.prompt_tokens,
@@ -155,13 +165,7 @@ class FimServing:
     async def _prepare(
         self, usage: RequestUsage, region: str | None, body: FimCompletionRequest
     ) -> tuple[ServedModel, FimJob, EncodedPrompt]:
-        if region is not None and region not in self.settings.regions:
-            raise ApiError(
-                404,
-                f"unknown region {region!r}; this server serves: "
-                f"{', '.join(self.settings.regions)}",
-                code="region_not_found",
-            )
+        check_region(self.settings.regions, region)
         try:
             served = self.registry.resolve(body.model)
         except UnknownModel as exc:
