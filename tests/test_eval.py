@@ -196,6 +196,18 @@ def test_editor_tasks_are_cut_the_same_way_every_time_and_hold_what_they_say() -
 
 
 @pytest.mark.fast
+def test_each_wire_is_compared_with_its_own_ceiling_and_only_those_ceilings_are_made() -> None:
+    def keys(wires: list[str], passed_through: bool) -> list[str]:
+        return [way.key for way in editor_suite.ways_for(wires, passed_through)]
+
+    assert keys(["bare"], False) == ["served:bare", "ceiling:bare"]
+    assert keys(["qwen"], True) == ["served:qwen", "ceiling:repo", "passed:qwen"]
+    assert keys(["bare", "codestral"], True) == [
+        "served:bare", "served:codestral", "ceiling:bare", "ceiling:repo", "passed:codestral",
+    ]  # fmt: skip
+
+
+@pytest.mark.fast
 @pytest.mark.parametrize("wire", FORMATS)
 def test_every_wire_format_is_read_back_by_the_server_side(wire: str) -> None:
     for task in editor_holes.load(["js"]):
