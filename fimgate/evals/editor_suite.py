@@ -8,8 +8,8 @@ What is sent (``ways``):
 - ``served:<wire>``: the task as Continue sends it in ``<wire>`` (continue_wire.py), through
   the HTTP API, streamed; the client closes the stream once it has the lines it scores, as
   Continue does once it has the first line.
-- ``ceiling:bare`` (with the bare wire): ``<|fim_prefix|>prefix<|fim_suffix|>suffix<|fim_middle|>``,
-  whole.
+- ``ceiling:bare`` (with the bare wire):
+  ``<|fim_prefix|>prefix<|fim_suffix|>suffix<|fim_middle|>``, whole.
 - ``ceiling:repo`` (tasks with snippets): the same in the model's repository format, the
   snippets as files: ``<|repo_name|>repo\\n<|file_sep|>path\\ntext\\n...<|file_sep|>path\\n``
   before it. The ceiling given the same context.
