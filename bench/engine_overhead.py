@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.table import Table
 from workloads import Prompt, editors
 
-from fimgate.config import Settings
 from fimgate.engines.base import FimJob, TextDelta
 from fimgate.engines.fim_engine import FimEngine, embedded_engine
 from fimgate.modelpack import locate
+from fimgate.settings import Settings
 
 MAX_TOKENS = 16
 
@@ -71,11 +71,11 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=60, help="characters typed")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    settings = Settings()
-    model = locate(args.model, settings.data_dir)
+    settings = Settings.load(threads=args.threads)
+    model = locate(args.model, settings.store.data_dir)
     prompts = editors(1, args.chars)[0]
-    target = start("fimgate", model, args.threads, settings.n_parallel, None)
-    engine = embedded_engine(model, settings.model_copy(update={"threads": args.threads}))
+    target = start("fimgate", model, args.threads, settings.engine.n_parallel, None)
+    engine = embedded_engine(model, settings.engine)
     try:
         times = asyncio.run(run(engine, target, prompts))
     finally:

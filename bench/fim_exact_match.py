@@ -30,12 +30,13 @@ from typing import Any
 
 from fimgate.engines.base import FimJob
 from fimgate.engines.prompt_builder import PromptBuilder
-from fimgate.engines.settings import EngineSettings
+from fimgate.engines.sessions import EditorSessions
 from fimgate.engines.transports.base import Sampling
 from fimgate.engines.transports.inprocess import InProcessLlamaCpp
 from fimgate.engines.transports.llamacpp_api import llama_request
 from fimgate.engines.typed_middle import starts_with_grammar
-from fimgate.evals.humaneval_fim import MAX_TOKENS, PREFIX_TOKENS, SUFFIX_TOKENS, exact, load
+from fimgate.settings import EngineSettings
+from fimgate_eval.humaneval_fim import MAX_TOKENS, PREFIX_TOKENS, SUFFIX_TOKENS, exact, load
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -61,8 +62,8 @@ class Model:
         )
         self.name = path.name + (" typed-middle" if typed_middle else "")
         self.transport = InProcessLlamaCpp(path, settings)
-        self.prompts = PromptBuilder(self.transport, settings)
-        self._loop = asyncio.new_event_loop()  # the tokenizer's client lives on it
+        self.prompts = PromptBuilder(self.transport, settings, EditorSessions())
+        self._loop = asyncio.new_event_loop()  # the prompt builder's tokenizing runs on it
 
     def request(self, prefix: str, suffix: str, n_probs: int = 0) -> tuple[dict[str, Any], str]:
         """The greedy llama.cpp request for one record, and the healed text it starts with."""
@@ -75,7 +76,16 @@ class Model:
         return body, healed
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.transport.complete_raw(body)["choices"][0]
+        """One request as llama.cpp takes it, blocking: its last chunk's choice (with
+        ``n_probs``, its log-probabilities: fim_near_tie.py reads them)."""
+        chunks: list[dict[str, Any]] = []
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            chunks.append(chunk)
+            return False  # never stops it
+
+        self.transport._server.handle_completions(body, on_chunk)
+        return chunks[-1]["choices"][0]
 
     def infill(self, prefix: str, suffix: str) -> str:
         body, healed = self.request(prefix, suffix)

@@ -22,8 +22,8 @@ from typing import Any
 
 from fim_exact_match import DATA, Model
 
-from fimgate.evals.humaneval_fim import Task, load
-from fimgate.evals.runner import in_send_order
+from fimgate_eval.humaneval_fim import Task, load
+from fimgate_eval.runner import in_send_order
 
 
 def near_ties(choice: dict[str, Any], margin: float) -> list[str]:

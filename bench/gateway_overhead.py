@@ -30,9 +30,11 @@ from rich.table import Table
 from fimgate.gateway.core import Gateway
 from fimgate.gateway.keys import KeyStore
 from fimgate.gateway.limits import Limits
+from fimgate.gateway.outcome import Outcome, RequestState
 from fimgate.gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from fimgate.gateway.ratelimit_redis import RedisRateLimiter
 from fimgate.store.database import open_database
+from fimgate.store.tables import utcnow
 
 LIMITS = Limits(rpm=10**9, tpm=10**12)  # never refuse: measure the admitted path
 
@@ -60,7 +62,7 @@ async def limiter_only(limiter: RateLimiter, n: int) -> list[float]:
 
 
 async def whole_gateway(database_url: str, limiter: RateLimiter, n: int) -> list[float]:
-    """authenticate → admit → close (settle + ledger row), as one FIM request does."""
+    """authenticate → admit → settle (ledger row + reservation), as one FIM request does."""
     database = open_database(database_url)
     gateway = Gateway(database, limiter, LIMITS, output_estimate=64)
     keys = KeyStore(database)
@@ -68,11 +70,16 @@ async def whole_gateway(database_url: str, limiter: RateLimiter, n: int) -> list
     workspace = keys.list_workspaces()[-1][0]
     _, key = keys.create_key(workspace)
 
-    async def step(_: int) -> None:
-        usage = gateway.open(await gateway.authenticate(key))
-        await gateway.admit(usage, "model", prompt_tokens=500, max_new_tokens=64)
-        usage.completion_tokens = 20
-        await gateway.close(usage, 200)
+    async def step(i: int) -> None:
+        principal = await gateway.authenticate(key)
+        request_id = f"bench-{i}-{time.perf_counter_ns()}"
+        admission = await gateway.admit(principal, request_id, "model", (), 500, 64)
+        await gateway.settle(
+            Outcome(
+                request_id, None, principal, utcnow(), "model", False, RequestState.ANSWERED,
+                200, 500, 20, 0.01, 0.005, admission, admission.decision, None,
+            )
+        )  # fmt: skip
 
     try:
         return await _time(n, step)

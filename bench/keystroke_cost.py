@@ -19,8 +19,8 @@ import xllamacpp
 from rich.console import Console
 from rich.table import Table
 
-from fimgate.config import Settings
 from fimgate.modelpack import locate
+from fimgate.settings import Settings
 
 SOURCE = Path(inspect.getfile(argparse)).read_text()
 CACHED = 700  # tokens of prefix already in the slot
@@ -34,10 +34,11 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     params = xllamacpp.CommonParams()
-    params.model.path = str(locate(args.model, settings.data_dir))
-    params.n_ctx, params.n_parallel, params.kv_unified = settings.n_ctx, settings.n_parallel, True
+    engine = settings.engine
+    params.model.path = str(locate(args.model, settings.store.data_dir))
+    params.n_ctx, params.n_parallel, params.kv_unified = engine.n_ctx, engine.n_parallel, True
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = args.threads
-    params.n_batch = params.n_ubatch = settings.n_batch
+    params.n_batch = params.n_ubatch = engine.n_batch
     params.cache_prompt, params.verbosity = True, -1
     server = xllamacpp.Server(params)
     url = server.listening_address

@@ -17,8 +17,8 @@ import threading
 
 import httpx
 
-from fimgate.evals import editor_holes
-from fimgate.evals.runner import started_server
+from fimgate_eval import editor_holes
+from fimgate_eval.runner import started_server
 
 HOG = {
     "prompt": "def fibonacci(n):\n    ", "suffix": "\n", "max_tokens": 100_000,

@@ -13,7 +13,7 @@ from fimgate.local_process import free_port, stop, wait_until_up
 
 # Runs ``fimgate`` from another checkout with this venv: the editable install's finder would
 # otherwise import this checkout's package whatever PYTHONPATH says.
-_RUN_FROM = (
+RUN_FROM = (
     "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)];"
     "sys.path.insert(0, sys.argv.pop(1)); from fimgate.cli import main; main()"
 )
@@ -48,7 +48,7 @@ def start_fimgate(
     if checkout is None:
         command = [str(Path(sys.executable).parent / "fimgate"), *serve]
     else:
-        command = [sys.executable, "-c", _RUN_FROM, str(checkout), *serve]
+        command = [sys.executable, "-c", RUN_FROM, str(checkout), *serve]
     log = folder / "server.log"
     with log.open("w") as out:
         process = subprocess.Popen(

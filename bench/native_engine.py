@@ -25,9 +25,9 @@ import httpx
 from peers import first_key
 from workloads import cold
 
-from fimgate.config import Settings
 from fimgate.local_process import free_port, stop, wait_until_up
 from fimgate.modelpack import locate
+from fimgate.settings import StoreSettings
 
 N_PREDICT = 32
 
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    model = locate(args.model, Settings().data_dir)
+    model = locate(args.model, StoreSettings().data_dir)
     prompts = [
         f"<|fim_prefix|>{p.prefix}<|fim_suffix|>{p.suffix}<|fim_middle|>"
         for p in cold(args.prompts)

@@ -11,6 +11,8 @@ and spoken to in its own best dialect for FIM:
   the same, routed round-robin instead of by affinity (``FIMGATE_ROUTING``).
 - ``llama-cpp-python``: ``python -m llama_cpp.server``, ``POST /v1/completions`` with the Qwen
   FIM prompt built here (its own ``suffix`` handling is broken in 0.3.36: FIM token ids 0).
+- ``fimgate@PATH``: ``fimgate`` as another checkout has it (an earlier commit: ``git
+  worktree add /tmp/before HEAD~1``), with this venv: this change beside the one before it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from local_server import RUN_FROM
 
 from fimgate.local_process import free_port, stop, wait_until_up
 
@@ -141,9 +144,12 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
             str(fimgate), "serve", "--model", str(model), "--port", str(port),
             "--data-dir", str(folder), *(arg for url in urls for arg in ("--upstream", url)),
         ]  # fmt: skip
-    elif name == "fimgate":
+    elif name == "fimgate" or name.startswith("fimgate@"):
+        run = [str(fimgate)]
+        if name.startswith("fimgate@"):
+            run = [sys.executable, "-c", RUN_FROM, name.partition("@")[2]]
         command = [
-            str(fimgate), "serve", "--model", str(model), "--port", str(port),
+            *run, "serve", "--model", str(model), "--port", str(port),
             "--threads", str(threads), "--parallel", str(parallel), "--data-dir", str(folder),
         ]  # fmt: skip
     elif name == "llama.cpp":

@@ -15,26 +15,38 @@ from pathlib import Path
 
 from workloads import editors
 
-from fimgate.config import Settings
 from fimgate.engines.base import FimJob
-from fimgate.evals.continue_wire import render
-from fimgate.evals.editor_holes import load
 from fimgate.modelpack import locate
+from fimgate_eval.continue_wire import render
+from fimgate_eval.editor_holes import load
 
 WIRES = ("bare", "codestral", "qwen", "comments")
 
 
-def engine(model: Path, settings: Settings):
+def engine(model: str):
+    """The embedded engine as ``serve`` builds it, at this commit or an earlier one."""
+    from fimgate.engines.fim_engine import embedded_engine
+
+    try:  # one settings tree (issue 26)
+        from fimgate.settings import EngineSettings, StoreSettings
+
+        settings = EngineSettings(threads=2, n_parallel=1, suggestions=False)
+        return embedded_engine(locate(model, StoreSettings().data_dir), settings)
+    except ImportError:  # before it
+        from fimgate.config import Settings
+
+        flat = Settings(threads=2, n_parallel=1, suggestions=False)
+        return embedded_engine(locate(model, flat.data_dir), flat)
+
+
+def editor(name: str) -> object:
+    """Who typed: an Editor since issue 26, the key's id before."""
     try:
-        from fimgate.engines.fim_engine import embedded_engine
+        from fimgate.engines.base import Editor
 
-        return embedded_engine(model, settings)
-    except ImportError:  # before the engine was split (issue 17)
-        from fimgate.engines.llamacpp import LlamaCppEngine
-
-        from fimgate.cli import engine_options
-
-        return LlamaCppEngine(model, engine_options(settings))
+        return Editor(name, "m")
+    except ImportError:
+        return name
 
 
 def ids_of(payload: object) -> dict:
@@ -44,17 +56,16 @@ def ids_of(payload: object) -> dict:
 
 
 async def main_async(out: Path, model: str) -> None:
-    settings = Settings(threads=2, n_parallel=1, suggestions=False)
-    made = engine(locate(model, settings.data_dir), settings)
+    made = engine(model)
     found: dict[str, dict] = {}
     for task in load():
         for wire in WIRES:
             prompt, suffix = render(task, wire) if wire != "bare" else (task.prefix, task.suffix)
-            job = FimJob(prompt, suffix, 16, editor=f"{task.name}:{wire}")
+            job = FimJob(prompt, suffix, 16, editor=editor(f"{task.name}:{wire}"))
             found[f"{task.name}:{wire}"] = ids_of((await made.encode(job)).payload)
     for n, session in enumerate(editors(4, 24)):
         for k, typed in enumerate(session):
-            job = FimJob(typed.prefix, typed.suffix, 16, editor=f"editor-{n}")
+            job = FimJob(typed.prefix, typed.suffix, 16, editor=editor(f"editor-{n}"))
             found[f"replay:{n}:{k}"] = ids_of((await made.encode(job)).payload)
     out.write_text(json.dumps(found))
     await made.aclose()

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from fimgate.engines.router import Router
-from fimgate.engines.transports.base import Sampling
+from fimgate.engines.transports.base import Route, Sampling
 from fimgate.engines.transports.llamacpp_server import LlamaCppServer
 from fimgate.engines.upstreams import UpstreamSpec, upstream
 from fimgate.local_process import free_port, stop, wait_until_up
@@ -43,7 +43,7 @@ def start(model: str, folder: Path, n: int) -> tuple[subprocess.Popen, str]:
 
 async def one(transport: LlamaCppServer | Router, ids: list[int]) -> float:
     start_at = time.perf_counter()
-    async for _ in transport.run(ids, Sampling(n_predict=1, affinity="bench\nfile")):
+    async for _ in transport.run(ids, Sampling(n_predict=1), Route("bench\nfile")):
         pass
     return time.perf_counter() - start_at
 

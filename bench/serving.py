@@ -44,8 +44,8 @@ from rich.progress import Progress
 from rich.table import Table
 from workloads import Prompt, cold, editors
 
-from fimgate.config import Settings
 from fimgate.modelpack import locate
+from fimgate.settings import StoreSettings
 
 GAP = 0.2  # seconds between a suggestion's first token and the next keystroke
 MAX_TOKENS = 16
@@ -290,7 +290,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.chars, args.cold, args.steady_seconds = 10, 1, 5
-    model = locate(args.model, Settings().data_dir)
+    model = locate(args.model, StoreSettings().data_dir)
     servers = ["fimgate", *[p for p in args.peers.split(",") if p]]
     if "llama-cpp-python" in servers and not args.llama_cpp_python:
         print("llama-cpp-python skipped: pass --llama-cpp-python PYTHON to include it")

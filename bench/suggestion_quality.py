@@ -18,9 +18,9 @@ from dataclasses import replace
 
 import httpx
 
-from fimgate.evals import editor_holes, editor_suite
-from fimgate.evals.editor_holes import HoleTask
-from fimgate.evals.runner import Completion, Endpoint, started_server
+from fimgate_eval import editor_holes, editor_suite
+from fimgate_eval.editor_holes import HoleTask
+from fimgate_eval.runner import Completion, Endpoint, started_server
 
 
 def typed_half(task: HoleTask) -> str:

@@ -11,32 +11,30 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from fimgate.config import Settings
+from fimgate.cli_settings import settings_options
 from fimgate.gateway.keys import AdminError, KeyInfo, KeyStore
 from fimgate.gateway.limits import LimitBook, Limits
 from fimgate.gateway.usage import Acceptance, UsageLedger
+from fimgate.settings import Settings
 from fimgate.store.database import Database, open_database
 
 out = Console()
 
 
 def _database_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds --data-dir/--database-url, and hands the command an open Database instead."""
+    """Adds --data-dir/--database-url (the settings tree's), and hands the command an open
+    Database instead."""
 
-    @click.option("--data-dir", type=click.Path(path_type=Path), help="State folder.")
-    @click.option("--database-url", help="Database URL (default: SQLite in the data folder).")
+    @settings_options("data_dir", "database_url")
     @wraps(command)
-    def run(data_dir: Path | None, database_url: str | None, **kwargs: Any) -> Any:
-        given = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v}
-        settings = Settings(**given)  # type: ignore[arg-type]
-        database = open_database(settings.database)
+    def run(settings: Settings, **kwargs: Any) -> Any:
+        database = open_database(settings.store.database)
         try:
             return command(database=database, settings=settings, **kwargs)
         except AdminError as exc:
@@ -156,7 +154,7 @@ def limits_set(
     """Override a workspace's limits (for one model, or all); applies to the next request."""
     if rpm is None and tpm is None:
         raise click.UsageError("give --rpm, --tpm or both")
-    book = LimitBook(database, Limits(settings.default_rpm, settings.default_tpm))
+    book = LimitBook(database, Limits(settings.gateway.default_rpm, settings.gateway.default_tpm))
     book.set(workspace, model, rpm, tpm)
     click.echo(f"limits set for workspace {workspace!r} on {model or 'every model'}")
 
@@ -167,8 +165,10 @@ def limits_set(
 def limits_show(workspace: str | None, database: Database, settings: Settings) -> None:
     """Show the defaults and every override."""
     table = Table("workspace", "model", "rpm", "tpm")
-    table.add_row("(default)", "*", str(settings.default_rpm), str(settings.default_tpm))
-    book = LimitBook(database, Limits(settings.default_rpm, settings.default_tpm))
+    table.add_row(
+        "(default)", "*", str(settings.gateway.default_rpm), str(settings.gateway.default_tpm)
+    )
+    book = LimitBook(database, Limits(settings.gateway.default_rpm, settings.gateway.default_tpm))
     for ws, model, rpm, tpm in book.overrides(workspace):
         table.add_row(ws, model, str(rpm or "(default)"), str(tpm or "(default)"))
     out.print(table)

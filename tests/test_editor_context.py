@@ -13,10 +13,11 @@ from fimgate import modelpack
 from fimgate.engines.base import FimJob
 from fimgate.engines.editor_context import recognize
 from fimgate.engines.prompt_builder import PromptBuilder
-from fimgate.engines.settings import EngineSettings
+from fimgate.engines.sessions import EditorSessions
 from fimgate.engines.transports.inprocess import InProcessLlamaCpp
-from fimgate.evals.continue_wire import render
-from fimgate.evals.editor_holes import HoleTask, Snippet
+from fimgate.settings import EngineSettings
+from fimgate_eval.continue_wire import render
+from fimgate_eval.editor_holes import HoleTask, Snippet
 from tests.conftest import DATA_DIR, TEST_MODEL
 
 HASHING = Snippet(
@@ -88,7 +89,7 @@ def test_prompts_in_none_of_the_formats_are_not_recognized(prompt: str) -> None:
 # -- token level, with the model's own vocabulary -----------------------------------------------
 
 
-# One event loop for the module: the engine's tokenizer client lives on it.
+# One event loop for the module: the prompt builder runs on it.
 LOOP = asyncio.new_event_loop()
 
 
@@ -103,7 +104,7 @@ SETTINGS = EngineSettings(
 def engine() -> Iterator[PromptBuilder]:
     path = modelpack.locate(TEST_MODEL, DATA_DIR)
     transport = InProcessLlamaCpp(path, SETTINGS)
-    yield PromptBuilder(transport, SETTINGS)
+    yield PromptBuilder(transport, SETTINGS, EditorSessions())
     LOOP.run_until_complete(transport.aclose())
 
 
@@ -146,7 +147,8 @@ def test_rendered_again_in_the_repository_format_markers_special_text_plain(
 def test_a_prompt_in_none_of_the_formats_passes_through_untouched(engine: PromptBuilder) -> None:
     prompt = "x = '<|file_sep|>'\n+++++ not/a/header\ndef f():\n    return "
     # The same model and settings, reading no formats.
-    off = PromptBuilder(engine._transport, SETTINGS.model_copy(update={"editor_context": False}))
+    unread = SETTINGS.model_copy(update={"editor_context": False})
+    off = PromptBuilder(engine._transport, unread, EditorSessions())
     assert _ids(engine, prompt, "\n") == _ids(off, prompt, "\n")
     bare = _ids(engine, TASK.prefix, TASK.suffix)
     assert _special(engine, "<|file_sep|>") not in bare

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from fimgate.engines.editor_context import recognize
-from fimgate.evals import editor_holes, editor_suite, humaneval_infilling
-from fimgate.evals.continue_wire import FORMATS, render
-from fimgate.evals.editor_holes import HoleTask
-from fimgate.evals.humaneval_fim import Task, answer_line, exact, load
-from fimgate.evals.sandbox import run_program
+from fimgate_eval import editor_holes, editor_suite, humaneval_infilling
+from fimgate_eval.continue_wire import FORMATS, render
+from fimgate_eval.editor_holes import HoleTask
+from fimgate_eval.humaneval_fim import Task, answer_line, exact, load
+from fimgate_eval.sandbox import run_program
 from tests.conftest import DATA_DIR, FIMGATE, ROOT, Server
 
 DATA = ROOT.parent / "shared" / "data"

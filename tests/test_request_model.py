@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fimgate.api.errors import ApiError, error_response
-from fimgate.api.request_body import parse_fim_request
 from fimgate.api.schemas import FimCompletionRequest
+from fimgate.api.wires.mistral_fim import parse as parse_fim_request
 
 pytestmark = pytest.mark.fast
 

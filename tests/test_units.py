@@ -9,7 +9,7 @@ import pytest
 
 from fimgate import modelpack
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, get_template
-from fimgate.engines.flights import computed_over, same_text
+from fimgate.engines.flights import computed_over
 from fimgate.engines.middle_end import (
     CHAT_ARTEFACTS,
     MiddleEnd,
@@ -19,8 +19,8 @@ from fimgate.engines.middle_end import (
 from fimgate.engines.prompt_builder import PREFIX_CUT_BLOCK, cap_prefix
 from fimgate.engines.stops import StopMatcher
 from fimgate.engines.typed_middle import SPLIT_EVERY, heal, split_at, starts_with_grammar
-from fimgate.engines.window_recall import WindowRecall, window_start
-from fimgate.gateway.acceptance import ANCHOR, AcceptanceTracker, Verdict, judge
+from fimgate.engines.window_recall import Remembered, restore, window_start
+from fimgate.gateway.acceptance import ANCHOR, Shown, Verdict, judge, shown, succeed
 
 pytestmark = pytest.mark.fast
 
@@ -128,12 +128,6 @@ def test_prompt_tokens_computed_over_submissions_that_stepped_out() -> None:
     assert computed_over([(0, 256), (0, 1365)]) == 256 + 1365
 
 
-def test_same_text_is_a_shared_start_of_at_least_half() -> None:
-    assert same_text([1, 2, 3, 4], [1, 2, 9, 9])
-    assert not same_text([1, 2, 3, 4], [1, 9, 9, 9])
-    assert same_text([1, 2], [1, 2, 3, 4, 5])  # a keystroke on: the shorter one is shared
-
-
 # -- window recall: lines an editor's window dropped are put back -------------------------
 
 LINES = [f"    line_{i} = compute({i}, other={i * 7})" for i in range(200)]
@@ -143,31 +137,52 @@ def _window(first: int, last: int, typed: str = "") -> str:
     return "\n".join(LINES[first:last]) + "\n" + typed
 
 
-def test_window_recall_puts_back_dropped_lines_for_the_same_editor_only() -> None:
-    recall = WindowRecall(max_chars=100_000)
-    assert recall.restore("a", _window(10, 90)) == _window(10, 90)
+class Recall:
+    """One editor's remembered prefixes, as its memory keeps them (engines/sessions.py)."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.kept: list[Remembered] = []
+        self.max_chars = max_chars
+        self.now = 0.0
+
+    def restore(self, prefix: str) -> str:
+        self.now += 1
+        return restore(self.kept, prefix, self.now, self.now - 600, self.max_chars)
+
+
+def test_window_recall_puts_back_dropped_lines() -> None:
+    recall = Recall(max_chars=100_000)
+    assert recall.restore(_window(10, 90)) == _window(10, 90)
     # Two lines left the top while "x = " was typed at the end.
-    assert recall.restore("a", _window(12, 90, "x = ")) == _window(10, 90, "x = ")
-    assert recall.restore("a", _window(13, 90, "x = 1")) == _window(10, 90, "x = 1")
-    assert recall.restore("b", _window(13, 90, "x = 1")) == _window(13, 90, "x = 1")
-    assert recall.restore("", _window(13, 90, "x = 1")) == _window(13, 90, "x = 1")
+    assert recall.restore(_window(12, 90, "x = ")) == _window(10, 90, "x = ")
+    assert recall.restore(_window(13, 90, "x = 1")) == _window(10, 90, "x = 1")
+    # What another editor remembers is another list: nothing to put back from.
+    assert Recall(max_chars=100_000).restore(_window(13, 90, "x = 1")) == _window(13, 90, "x = 1")
+
+
+def test_window_recall_forgets_what_is_older_than_its_horizon() -> None:
+    kept: list[Remembered] = []
+    restore(kept, _window(10, 90), now=0.0, since=-600.0, limit=100_000)
+    moved = _window(12, 90, "x = ")
+    assert restore(kept, moved, now=700.0, since=100.0, limit=100_000) == moved
+    assert len(kept) == 1  # the old one is gone, the new one kept
 
 
 def test_window_recall_leaves_a_window_elsewhere_alone() -> None:
-    recall = WindowRecall(max_chars=100_000)
-    recall.restore("a", _window(10, 90))
+    recall = Recall(max_chars=100_000)
+    recall.restore(_window(10, 90))
     # The cursor is far above where it was: not the same window moved down.
-    assert recall.restore("a", _window(20, 40)) == _window(20, 40)
+    assert recall.restore(_window(20, 40)) == _window(20, 40)
     # Too little in common to be sure.
     assert window_start(_window(10, 90), _window(88, 90)) is None
     assert window_start(_window(10, 90), _window(12, 90)) == len(_window(10, 12))
 
 
 def test_window_recall_keeps_its_start_while_bounded() -> None:
-    recall = WindowRecall(max_chars=4000)
+    recall = Recall(max_chars=4000)
     starts = set()
     for last in range(60, 200):
-        restored = recall.restore("a", _window(last - 50, last))
+        restored = recall.restore(_window(last - 50, last))
         assert restored.endswith(_window(last - 50, last))
         assert len(restored) <= 4000
         starts.add(restored.split("\n", 1)[0])
@@ -296,16 +311,15 @@ def test_acceptance_is_the_completion_s_text_after_where_its_prompt_ended() -> N
     assert judge(anchor, shown, "def other():\n    pass").accepted_chars == 0  # moved away
 
 
-def test_each_completion_is_judged_once_by_the_same_key_and_model() -> None:
-    tracker = AcceptanceTracker(max_keys=2)
-    tracker.shown("k1", "m", "x = compute(", "a, b)")
-    assert tracker.judge("k2", "m", "x = compute(a, b)") is None  # another key
-    assert tracker.judge("k1", "other", "x = compute(a, b)") is None  # another model
-    assert tracker.judge("k1", "m", "x = compute(a, b)") == Verdict(5, 5)
-    assert tracker.judge("k1", "m", "x = compute(a, b)") is None  # judged once
-    tracker.shown("k1", "m", "x = compute(", "   ")  # nothing shown: nothing to judge
-    assert tracker.judge("k1", "m", "x = compute(") is None
-    for key in ("k1", "k2", "k3"):  # bounded: the oldest key is forgotten
-        tracker.shown(key, "m", "x = compute(", "a)")
-    assert tracker.judge("k1", "m", "x = compute(a)") is None
-    assert tracker.judge("k3", "m", "x = compute(a)") == Verdict(2, 2)
+def test_only_a_completion_with_text_after_a_prompt_end_is_judged() -> None:
+    assert shown("x = compute(", "a, b)") == Shown("x = compute(", "a, b)")
+    assert shown("x = compute(", "   ") is None  # nothing shown: nothing to judge
+    assert shown("x=", "a") is None  # no prompt end to find again
+    assert shown("y" * 200, "a") == Shown("y" * ANCHOR, "a")
+
+
+def test_each_request_judges_the_last_completion_and_leaves_its_own() -> None:
+    verdict, left = succeed(None, "x = compute(", "a, b)")
+    assert verdict is None and left == Shown("x = compute(", "a, b)")
+    verdict, after = succeed(left, "x = compute(a, b)\n", "")
+    assert verdict == Verdict(5, 5) and after is None  # judged once; this one showed nothing

@@ -11,15 +11,15 @@ from fastapi import FastAPI
 from fimgate.api.errors import install_error_handlers
 from fimgate.api.metrics import Metrics
 from fimgate.api.middleware import Authenticate, RefuseBrowserOrigins
-from fimgate.api.routes import build_router
+from fimgate.api.routes import PUBLIC_PATHS, build_router
 from fimgate.api.serving import FimServing
-from fimgate.config import Settings
 from fimgate.engines.registry import ModelRegistry
 from fimgate.gateway.core import Gateway
+from fimgate.settings import ServerSettings
 
 
 def create_app(
-    settings: Settings, load_models: Callable[[], ModelRegistry], gateway: Gateway
+    settings: ServerSettings, load_models: Callable[[], ModelRegistry], gateway: Gateway
 ) -> FastAPI:
     """``load_models`` runs at start-up (model loading takes seconds) and its engines are
     closed at shutdown; the server answers nothing, /health included, until they are ready.
@@ -47,6 +47,6 @@ def create_app(
     install_error_handlers(app)
     app.include_router(build_router())
     # Added innermost first: a request meets the origin policy, then auth.
-    app.add_middleware(Authenticate)
+    app.add_middleware(Authenticate, public=PUBLIC_PATHS)
     app.add_middleware(RefuseBrowserOrigins, allowed=settings.allowed_origins)
     return app

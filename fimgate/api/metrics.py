@@ -32,7 +32,7 @@ from starlette.responses import Response
 
 from fimgate.api.errors import ApiError
 from fimgate.engines.registry import ModelRegistry
-from fimgate.gateway.core import RequestUsage
+from fimgate.gateway.outcome import Outcome
 
 # The *_created series (a timestamp per label set) only double what a scrape returns.
 disable_created_metrics()
@@ -111,6 +111,11 @@ class Metrics:
             "fimgate:ledger_write_seconds", "Time to write a request's usage row and settle it.",
             buckets=_LEDGER_BUCKETS, registry=r,
         )  # fmt: skip
+        self._acceptance(r)
+        r.register(_EngineCounters(models))
+
+    def _acceptance(self, r: CollectorRegistry) -> None:
+        """Inferred acceptance (gateway/acceptance.py), per workspace, key and model."""
         labels = ["workspace", "key", "model"]
         self.judged = Counter(
             "fimgate:completions_judged",
@@ -129,41 +134,42 @@ class Metrics:
             "fimgate:accepted_chars", "Characters of judged completions the next prompt holds.",
             labels, registry=r,
         )  # fmt: skip
-        r.register(_EngineCounters(models))
 
-    def started(self, usage: RequestUsage) -> None:
-        model = usage.model or ""
+    def started(self, model: str) -> None:
+        """A request was admitted: it runs, and waits for its first token."""
         self.running.labels(model).inc()
         self.waiting.labels(model).inc()
 
-    def first_token(self, usage: RequestUsage) -> None:
-        self.waiting.labels(usage.model or "").dec()
+    def first_token(self, model: str) -> None:
+        self.waiting.labels(model).dec()
 
-    def finished(self, usage: RequestUsage, status: int, ledger_seconds: float) -> None:
-        model = usage.model or ""
-        self.requests.labels(model, usage.principal.workspace, str(status)).inc()
+    def record(self, outcome: Outcome, ledger_seconds: float) -> None:
+        """Everything of one ended request, from its one record."""
+        model = outcome.model or ""
+        workspace = outcome.principal.workspace
+        self.requests.labels(model, workspace, str(outcome.status)).inc()
         self.ledger_seconds.observe(ledger_seconds)
-        if usage.cancelled:
+        if outcome.cancelled:
             self.cancelled.labels(model).inc()
-        if usage.judged is not None:
-            who = (usage.principal.workspace, usage.principal.key_id, model)
+        if outcome.judged is not None:
+            who = (workspace, outcome.principal.key_id, model)
             self.judged.labels(*who).inc()
-            self.shown_chars.labels(*who).inc(usage.judged.shown_chars)
-            if usage.judged.accepted:
+            self.shown_chars.labels(*who).inc(outcome.judged.shown_chars)
+            if outcome.judged.accepted:
                 self.accepted.labels(*who).inc()
-                self.accepted_chars.labels(*who).inc(usage.judged.accepted_chars)
-        if status in (413, 429) and usage.decision is not None:
-            self.refused.labels(model, usage.principal.workspace).inc()
-        if not usage.admitted:
+                self.accepted_chars.labels(*who).inc(outcome.judged.accepted_chars)
+        if outcome.status in (413, 429) and outcome.decision is not None:
+            self.refused.labels(model, workspace).inc()
+        if outcome.admission is None:
             return
         self.running.labels(model).dec()
-        if usage.first_token_at is None:
+        if outcome.ttft_s is None:
             self.waiting.labels(model).dec()
         else:
-            self.ttft.labels(model).observe(usage.first_token_at - usage.started)
-        self.e2e.labels(model).observe(usage.ended_at - usage.started)
-        self.prompt_tokens.labels(model).inc(usage.prompt_tokens)
-        self.generation_tokens.labels(model).inc(usage.completion_tokens)
+            self.ttft.labels(model).observe(outcome.ttft_s)
+        self.e2e.labels(model).observe(outcome.latency_s)
+        self.prompt_tokens.labels(model).inc(outcome.prompt_tokens)
+        self.generation_tokens.labels(model).inc(outcome.completion_tokens)
 
     def allowed(self, request: Request) -> None:
         """Raise a 401/403 unless this caller may read the metrics."""

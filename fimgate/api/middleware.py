@@ -3,8 +3,9 @@
 1. ``RefuseBrowserOrigins``: a request with an ``Origin`` header comes from a web page, where
    any visitor could read the API key: 403, and no CORS headers (unless the origin is on the
    allow-list, which then gets ordinary CORS).
-2. ``Authenticate``: a Bearer key is required everywhere but the public paths (health,
-   readiness, metrics, which has its own check); the caller it names is put on the request.
+2. ``Authenticate``: a Bearer key is required everywhere but the public paths the routes name
+   (health, readiness, metrics, which has its own check); the caller it names is put on the
+   request.
 
 That is all: what a FIM request costs, and its record, are ``api.serving``'s.
 """
@@ -18,12 +19,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fimgate.api.errors import ApiError, error_response
 from fimgate.gateway.core import Gateway, GatewayUnavailable
 from fimgate.gateway.keys import InvalidKey
-
-PUBLIC_PATHS = frozenset(
-    f"{prefix}{path}"
-    for prefix in ("", "/api/public")
-    for path in ("/health", "/ready", "/metrics")
-)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
@@ -86,11 +81,12 @@ def _bearer(scope: Scope) -> str | None:
 
 
 class Authenticate:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, public: frozenset[str]) -> None:
         self.app = app
+        self.public = public  # paths open to all (health, readiness; metrics checks its own)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.public:
             return await self.app(scope, receive, send)
         gateway: Gateway = scope["app"].state.gateway
         key = _bearer(scope)

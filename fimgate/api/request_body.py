@@ -1,5 +1,5 @@
-"""Reading a FIM request's body: size-capped, JSON whatever the Content-Type says, and lone
-UTF-16 surrogates made text the model can read.
+"""Reading a request's body, for any wire: size-capped, JSON whatever the Content-Type says,
+lone UTF-16 surrogates made text the model can read, and checked against the wire's schema.
 
 Clients get the Content-Type wrong in ordinary ways (curl's ``-d`` says form-encoded, some
 send ``text/plain`` or none), and a body that parses as JSON is what they meant. A lone
@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from fimgate.api.errors import ApiError, describe_validation, validation_detail
-from fimgate.api.schemas import FimCompletionRequest
+
+Schema = TypeVar("Schema", bound=BaseModel)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -80,8 +81,8 @@ def _mend(value: Any) -> Any:
     return value
 
 
-def parse_fim_request(body: bytes) -> FimCompletionRequest:
-    """The body as a FimCompletionRequest, or a 422 that says what is wrong with it."""
+def parse_body(body: bytes, schema: type[Schema]) -> Schema:
+    """The body as ``schema``, or a 422 that says what is wrong with it."""
     try:
         data = _mend(json.loads(body, parse_float=_finite, parse_constant=_no_constant))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -96,7 +97,7 @@ def parse_fim_request(body: bytes) -> FimCompletionRequest:
             code="validation_error",
         )  # fmt: skip
     try:
-        return FimCompletionRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
         raise ApiError(

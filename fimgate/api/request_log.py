@@ -14,35 +14,33 @@ import logging.config
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fimgate.gateway.core import RequestUsage
+from fimgate.gateway.outcome import Outcome
 
 log = logging.getLogger("fimgate.requests")
 
 LogFormat = Literal["text", "json"]
 
 
-def request_fields(usage: RequestUsage, status: int) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "request_id": usage.request_id,
-        "client_request_id": usage.client_request_id,
-        "workspace": usage.principal.workspace,
-        "key_id": usage.principal.key_id,
-        "model": usage.model,
-        "stream": usage.stream,
-        "status": status,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "latency_ms": round(usage.latency_ms, 1),
-        "ttft_ms": None,
-        "cancelled": usage.cancelled,
+def request_fields(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "request_id": outcome.request_id,
+        "client_request_id": outcome.client_request_id,
+        "workspace": outcome.principal.workspace,
+        "key_id": outcome.principal.key_id,
+        "model": outcome.model,
+        "stream": outcome.stream,
+        "status": outcome.status,
+        "state": outcome.state.value,
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "latency_ms": round(outcome.latency_s * 1000, 1),
+        "ttft_ms": None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 1),
+        "cancelled": outcome.cancelled,
     }
-    if usage.first_token_at is not None:
-        fields["ttft_ms"] = round((usage.first_token_at - usage.started) * 1000, 1)
-    return fields
 
 
-def log_request(usage: RequestUsage, status: int) -> None:
-    fields = request_fields(usage, status)
+def log_request(outcome: Outcome) -> None:
+    fields = request_fields(outcome)
     text = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
     log.info("fim %s", text, extra={"fields": fields})
 

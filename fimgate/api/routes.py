@@ -13,10 +13,16 @@ from fimgate.api.errors import ApiError
 from fimgate.api.metrics import Metrics
 from fimgate.api.schemas import FimCompletionRequest, ModelCard, ModelList
 from fimgate.api.serving import FimServing, check_region
-from fimgate.config import Settings
 from fimgate.engines.registry import ModelRegistry, ServedModel, UnknownModel
+from fimgate.settings import ServerSettings
 
 DEPLOYMENT_PREFIXES = ("", "/api/public")
+# Open to all: a load balancer's probes; /metrics checks its own token.
+PUBLIC_PATHS = frozenset(
+    f"{prefix}{path}"
+    for prefix in DEPLOYMENT_PREFIXES
+    for path in ("/health", "/ready", "/metrics")
+)
 _FIM_BODY = {
     "requestBody": {
         "required": True,
@@ -25,7 +31,7 @@ _FIM_BODY = {
 }
 
 
-def _settings(request: Request) -> Settings:
+def _settings(request: Request) -> ServerSettings:
     return request.app.state.settings
 
 
@@ -109,7 +115,7 @@ async def health(request: Request) -> dict[str, object]:
     stats = {m.name: m.engine.stats() for m in models}
     answer: dict[str, object] = {"status": "ok", "models": stats}
     # Where a model runs on upstream servers: each one's state (healthy, draining, in flight).
-    if upstreams := {m.name: m.engine.upstreams() for m in models if m.engine.upstreams()}:
+    if upstreams := {m.name: u for m in models if (u := m.engine.upstreams())}:
         answer["upstreams"] = upstreams
     return answer
 

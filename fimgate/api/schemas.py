@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fimgate.engines.base import FinishReason as EngineFinishReason
+
 
 class FimCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -62,7 +64,8 @@ class FimCompletionRequest(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
-FinishReason = Literal["stop", "length", "model_length", "error"]
+# The engine's reasons, and "error": a stream whose engine failed after its first token.
+FinishReason = EngineFinishReason | Literal["error"]
 
 
 class UsageInfo(BaseModel):

@@ -1,12 +1,20 @@
-"""One place runs a FIM request from start to end (vLLM's serving_completion, in small):
-read the body, resolve the model, encode, admit, stream or aggregate, settle, record the
-request exactly once (ledger row, metrics, log line), and set the response's headers.
+"""One FIM request, top to bottom (vLLM's serving_completion, in small):
 
-Every way out goes through ``_settle``: an answer, a refusal (4xx/5xx), a client that left
-(recorded as cancelled: 499 before any byte was sent, 200 once a stream had started), and an
-engine that failed mid-stream (recorded as 503, the status it would have had). A request is
-answered only after its row is written: if the ledger cannot take it, the client gets a 503
-instead of a completion nobody would be charged for.
+    parse → resolve → encode → admit → generate → one outcome → settle
+
+``FimServing.complete`` reads in that order. While the request runs its state is one
+``RequestState``; when it ends, whichever way, it leaves one immutable ``Outcome``
+(gateway/outcome.py), and ``_settle`` makes from it the ledger row and the limiter's settle
+(the gateway's), the metrics and the log line: in one place, once. The ways it ends:
+
+- answered (200);
+- refused before the engine ran: 4xx, or 503 (draining, a store that cannot be reached);
+- cancelled: the client left (499 before any byte was sent, 200 once a stream had started);
+- failed: the engine failed (503; mid-stream, a ``finish_reason: "error"`` chunk), or a fault
+  of ours (500, which the app's handler answers).
+
+A request is answered only after its row is written: if the ledger cannot take it, the
+client gets a 503 instead of a completion nobody would be charged for.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -25,32 +34,35 @@ from starlette.types import Receive, Scope, Send
 from fimgate.api.errors import ApiError, error_response
 from fimgate.api.metrics import Metrics
 from fimgate.api.ratelimit_headers import rate_limit_headers
-from fimgate.api.request_body import BodyGone, parse_fim_request, read_body
+from fimgate.api.request_body import BodyGone, read_body
 from fimgate.api.request_log import log_request
-from fimgate.api.schemas import (
-    AssistantMessage,
-    ChatCompletionChoice,
-    CompletionChunk,
-    DeltaMessage,
-    FimCompletionRequest,
-    FimCompletionResponse,
-    FinishReason,
-    StreamChoice,
-    UsageInfo,
+from fimgate.api.streaming import SSE_HEADERS, until_disconnected
+from fimgate.api.wires import mistral_fim
+from fimgate.engines.base import (
+    Editor,
+    EncodedPrompt,
+    Engine,
+    EngineError,
+    FimJob,
+    Finished,
+    PromptTooLong,
+    TextDelta,
 )
-from fimgate.api.streaming import SSE_DONE, SSE_HEADERS, sse_event, until_disconnected
-from fimgate.config import Settings
-from fimgate.engines.base import EncodedPrompt, EngineError, FimJob, Finished, PromptTooLong
 from fimgate.engines.registry import ModelRegistry, ServedModel, UnknownModel
+from fimgate.gateway import acceptance
+from fimgate.gateway.acceptance import Verdict
 from fimgate.gateway.core import (
     Gateway,
     GatewayUnavailable,
     LedgerUnavailable,
     NeverFits,
     RateLimited,
-    RequestUsage,
 )
 from fimgate.gateway.keys import Principal
+from fimgate.gateway.outcome import Admission, Outcome, RequestState
+from fimgate.gateway.ratelimit import Decision
+from fimgate.settings import ServerSettings
+from fimgate.store.tables import utcnow
 
 # A client's own request id is kept (and echoed) when it looks like one: no header injection,
 # no unbounded log fields.
@@ -67,16 +79,11 @@ def check_region(regions: list[str], region: str | None) -> None:
         )
 
 
-def _usage_info(done: Finished) -> UsageInfo:
-    return UsageInfo(
-        prompt_tokens=done.prompt_tokens,
-        completion_tokens=done.completion_tokens,
-        total_tokens=done.prompt_tokens + done.completion_tokens,
-    )
+class EngineFailed(ApiError):
+    """The model failed, for a reason that is not the client's."""
 
-
-def _engine_failed(exc: EngineError) -> ApiError:
-    return ApiError(503, f"the model failed: {exc}", type="engine_error")
+    def __init__(self, exc: EngineError) -> None:
+        super().__init__(503, f"the model failed: {exc}", type="engine_error")
 
 
 def _not_recorded(exc: LedgerUnavailable) -> ApiError:
@@ -89,13 +96,58 @@ _DRAINING = ApiError(
 )  # fmt: skip
 
 
+class Live:
+    """A request while it runs: the serving step's alone, ended once into an ``Outcome``."""
+
+    def __init__(self, principal: Principal, client_request_id: str | None) -> None:
+        self.principal = principal
+        self.request_id = f"cmpl-{uuid.uuid4().hex}"
+        self.client_request_id = client_request_id
+        self.created_at = utcnow()
+        self.started = time.monotonic()
+        self.state = RequestState.RECEIVED
+        self.stream = False
+        self.model: str | None = None
+        self.job: FimJob | None = None  # once the request is read
+        self.shown = ""  # the text the client got (what its next prompt judges)
+        self.judged: Verdict | None = None
+        self.decision: Decision | None = None  # the rate limiter's last word, for headers
+        self.admission: Admission | None = None
+        self.completion_tokens = 0
+        self.first_token_at: float | None = None
+
+    def end(self, state: RequestState, status: int) -> Outcome | None:
+        """Its one record; None if it has ended already."""
+        if self.state.ended:
+            return None
+        self.state = state
+        ttft = None if self.first_token_at is None else self.first_token_at - self.started
+        return Outcome(
+            request_id=self.request_id,
+            client_request_id=self.client_request_id,
+            principal=self.principal,
+            created_at=self.created_at,
+            model=self.model,
+            stream=self.stream,
+            state=state,
+            status=status,
+            prompt_tokens=self.admission.prompt_tokens if self.admission else 0,
+            completion_tokens=self.completion_tokens,
+            latency_s=time.monotonic() - self.started,
+            ttft_s=ttft,
+            admission=self.admission,
+            decision=self.decision,
+            judged=self.judged,
+        )
+
+
 class SettledStream(StreamingResponse):
     """An SSE response whose request is settled however the stream ends: the generator
     settles it before ``[DONE]``; a client that leaves mid-stream ends it here."""
 
     def __init__(
         self, content: AsyncIterator[bytes], headers: dict[str, str],
-        settle_left: Callable[[], Awaitable[None]],
+        settle_left: Callable[[], Awaitable[object]],
     ) -> None:  # fmt: skip
         super().__init__(content, media_type="text/event-stream", headers=headers)
         self._settle_left = settle_left
@@ -109,242 +161,220 @@ class SettledStream(StreamingResponse):
 
 class FimServing:
     def __init__(
-        self, settings: Settings, registry: ModelRegistry, gateway: Gateway, metrics: Metrics
-    ) -> None:
+        self, settings: ServerSettings, registry: ModelRegistry, gateway: Gateway,
+        metrics: Metrics,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.registry = registry
+        self.sessions = registry.sessions
         self.gateway = gateway
         self.metrics = metrics
-        self.in_flight = 0  # requests opened and not yet settled (what a drain waits for)
+        self.in_flight = 0  # requests received and not yet settled (what a drain waits for)
         self.draining = False  # set on SIGTERM (api.drain): new requests get a 503
 
     async def complete(
         self, request: Request, principal: Principal, region: str | None
     ) -> Response:
-        usage = self.gateway.open(principal)
-        self.in_flight += 1
         client_id = request.headers.get("x-request-id", "")
-        if _CLIENT_REQUEST_ID.fullmatch(client_id):
-            usage.client_request_id = client_id
-        if self.draining:
-            return await self._refuse(usage, _DRAINING)
-        async with self._recorded_if_it_fails(usage):
+        live = Live(principal, client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else None)
+        self.in_flight += 1
+        async with self._ended_if_interrupted(live):
             try:
-                body = parse_fim_request(await read_body(request, self.settings.max_body_bytes))
-                usage.stream = bool(body.stream)
-                served, job, prompt = await self._prepare(usage, region, body)
+                if self.draining:
+                    raise _DRAINING
+                asked = mistral_fim.parse(await read_body(request, self.settings.max_body_bytes))
+                live.stream = bool(asked.stream)
+                served = self._resolve(region, asked.model)
+                live.model = served.name
+                job = mistral_fim.job(asked, self._editor(principal, served), self._temperature)
+                live.job = job
+                prompt = await self._encode(live, served, job)
+                await self._admit(live, served, prompt)
+            except EngineFailed as error:
+                return await self._refuse(live, error, RequestState.FAILED)
             except ApiError as error:
-                return await self._refuse(usage, error)
+                return await self._refuse(live, error)
             except BodyGone:
-                return await self._left(usage)
-        self.metrics.started(usage)
-        if body.stream:
+                return await self._left(live)
+        if live.stream:
             return SettledStream(
-                self._sse(request, usage, served, job, prompt),
-                headers={**SSE_HEADERS, **self._headers(usage)},
-                settle_left=lambda: self._left(usage, status=200),
+                self._stream(request, live, served.engine, job, prompt),
+                headers={**SSE_HEADERS, **self._headers(live)},
+                settle_left=lambda: self._left(live, status=200),
             )
-        async with self._recorded_if_it_fails(usage):
-            return await self._aggregate(request, usage, served, job, prompt)
+        async with self._ended_if_interrupted(live):
+            return await self._whole(request, live, served.engine, job, prompt)
 
     @contextlib.asynccontextmanager
-    async def _recorded_if_it_fails(self, usage: RequestUsage) -> AsyncIterator[None]:
-        """A task cancelled from outside is recorded as a client gone, a fault of ours as a
-        500 (which the app's handler then answers)."""
+    async def _ended_if_interrupted(self, live: Live) -> AsyncIterator[None]:
+        """A task cancelled from outside ends its request as cancelled (the client left), a
+        fault of ours as failed (500, which the app's handler then answers)."""
         try:
             yield
         except asyncio.CancelledError:
-            await self._left(usage)
+            await self._left(live)
             raise
         except Exception:
-            await self._failed(usage)
+            with anyio.CancelScope(shield=True), contextlib.suppress(LedgerUnavailable):
+                await self._settle(live, RequestState.FAILED, 500)
             raise
 
-    # -- before the engine -----------------------------------------------------------------
+    # -- resolve, encode, admit ------------------------------------------------------------
 
-    async def _prepare(
-        self, usage: RequestUsage, region: str | None, body: FimCompletionRequest
-    ) -> tuple[ServedModel, FimJob, EncodedPrompt]:
+    @property
+    def _temperature(self) -> float:
+        return self.settings.default_temperature
+
+    def _resolve(self, region: str | None, model: str) -> ServedModel:
         check_region(self.settings.regions, region)
         try:
-            served = self.registry.resolve(body.model)
+            return self.registry.resolve(model)
         except UnknownModel as exc:
             raise ApiError(404, str(exc), code="model_not_found", param="model") from None
-        usage.model = served.name
-        job = self._job(body, usage.principal.key_id)
-        usage.judged = self.gateway.acceptance.judge(job.editor, served.name, job.prefix)
+
+    @staticmethod
+    def _editor(principal: Principal, served: ServedModel) -> Editor:
+        return Editor(principal.key_id, served.name)
+
+    async def _encode(self, live: Live, served: ServedModel, job: FimJob) -> EncodedPrompt:
         try:
-            prompt = await served.engine.encode(job)
+            return await served.engine.encode(job)
         except PromptTooLong as exc:
-            await self.gateway.observe(usage, served.name, served.aliases)
+            live.decision = await self.gateway.peek(live.principal, served.name, served.aliases)
             raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
         except EngineError as exc:
-            raise _engine_failed(exc) from None
-        room = served.engine.context_length - prompt.tokens
-        max_new = room if job.max_tokens is None else min(job.max_tokens, room)
+            raise EngineFailed(exc) from None
+
+    async def _admit(self, live: Live, served: ServedModel, prompt: EncodedPrompt) -> None:
         try:
-            await self.gateway.admit(usage, served.name, prompt.tokens, max_new, served.aliases)
+            admission = await self.gateway.admit(
+                live.principal, live.request_id, served.name, served.aliases,
+                prompt.tokens, prompt.max_new,
+            )  # fmt: skip
         except NeverFits as exc:
+            live.decision = exc.decision
             raise ApiError(413, str(exc), code="exceeds_token_rate_limit", param="prompt") from None
-        except GatewayUnavailable as exc:
-            raise ApiError(503, str(exc), type="service_unavailable") from None
         except RateLimited as exc:
+            live.decision = exc.decision
             raise ApiError(
                 429, str(exc), type="rate_limit_error", code="rate_limit_exceeded"
             ) from None
-        return served, job, prompt
+        except GatewayUnavailable as exc:
+            raise ApiError(503, str(exc), type="service_unavailable") from None
+        live.admission, live.decision = admission, admission.decision
+        live.state = RequestState.ADMITTED
+        self.metrics.started(served.name)
 
-    def _job(self, body: FimCompletionRequest, editor: str) -> FimJob:
-        temperature = body.temperature
-        return FimJob(
-            prefix=body.prompt,
-            suffix=body.suffix or "",
-            max_tokens=body.token_limit,
-            min_tokens=body.min_tokens or 0,
-            temperature=self.settings.default_temperature if temperature is None else temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random": fold larger seeds.
-            seed=None if body.random_seed is None else body.random_seed % 0xFFFFFFFF,
-            stop=body.stop_list,
-            frequency_penalty=body.frequency_penalty or 0.0,
-            presence_penalty=body.presence_penalty or 0.0,
-            editor=editor,
-        )
+    # -- generate ----------------------------------------------------------------------------
 
-    # -- the answer ------------------------------------------------------------------------
-
-    async def _aggregate(
-        self, request: Request, usage: RequestUsage, served: ServedModel, job: FimJob,
-        prompt: EncodedPrompt,
-    ) -> Response:  # fmt: skip
+    async def _whole(
+        self, request: Request, live: Live, engine: Engine, job: FimJob, prompt: EncodedPrompt
+    ) -> Response:
         text: list[str] = []
         done: Finished | None = None
         try:
-            async for event in until_disconnected(request, served.engine.generate(prompt, job)):
+            async for event in until_disconnected(request, engine.generate(prompt, job)):
                 if isinstance(event, Finished):
                     done = event
                 else:
-                    self._token(usage, event.tokens)
+                    self._token(live, event)
                     text.append(event.text)
         except EngineError as exc:
-            return await self._refuse(usage, _engine_failed(exc))
+            return await self._refuse(live, EngineFailed(exc), RequestState.FAILED)
         if done is None:  # the client went away; nobody reads this
-            return await self._left(usage)
-        usage.completion_tokens = done.completion_tokens
-        answer = FimCompletionResponse(
-            id=usage.request_id,  # the ledger's request id, so the two can be matched
-            model=served.name,
-            created=int(time.time()),
-            usage=_usage_info(done),
-            choices=[
-                ChatCompletionChoice(
-                    message=AssistantMessage(content="".join(text)),
-                    finish_reason=done.finish_reason,
-                )
-            ],
-        )
+            return await self._left(live)
+        live.completion_tokens = done.completion_tokens
+        assert live.model is not None
+        live.shown = "".join(text)
+        answer = mistral_fim.answer(live.request_id, live.model, live.shown, done)
         try:
-            await self._settle(usage, 200)
+            await self._settle(live, RequestState.ANSWERED, 200)
         except LedgerUnavailable as exc:
-            return error_response(_not_recorded(exc), self._headers(usage))
-        self.gateway.acceptance.shown(job.editor, served.name, job.prefix, "".join(text))
-        return JSONResponse(answer.model_dump(), headers=self._headers(usage))
+            return error_response(_not_recorded(exc), self._headers(live))
+        return JSONResponse(answer, headers=self._headers(live))
 
-    async def _sse(
-        self, request: Request, usage: RequestUsage, served: ServedModel, job: FimJob,
-        prompt: EncodedPrompt,
-    ) -> AsyncIterator[bytes]:  # fmt: skip
-        created = int(time.time())
-
-        def chunk(
-            content: str = "", finish: FinishReason | None = None, info: UsageInfo | None = None,
-            role: bool = False,
-        ) -> bytes:  # fmt: skip
-            delta = DeltaMessage(role="assistant" if role else None, content=content)
-            return sse_event(
-                CompletionChunk(
-                    id=usage.request_id,
-                    created=created,
-                    model=served.name,
-                    choices=[StreamChoice(delta=delta, finish_reason=finish)],
-                    usage=info,
-                )
-            )
-
-        yield chunk(role=True)
-        status: int | None = None  # None: the client left before the end
-        sent: list[str] = []
+    async def _stream(
+        self, request: Request, live: Live, engine: Engine, job: FimJob, prompt: EncodedPrompt
+    ) -> AsyncIterator[bytes]:
+        assert live.model is not None
+        chunks = mistral_fim.Chunks(live.request_id, live.model)
+        yield chunks.opening()
+        end: tuple[RequestState, int] | None = None  # None: the client left before the end
         try:
-            async for event in until_disconnected(request, served.engine.generate(prompt, job)):
+            async for event in until_disconnected(request, engine.generate(prompt, job)):
                 if isinstance(event, Finished):
-                    usage.completion_tokens = event.completion_tokens
-                    status = 200
-                    yield chunk(finish=event.finish_reason, info=_usage_info(event))
+                    live.completion_tokens = event.completion_tokens
+                    end = (RequestState.ANSWERED, 200)
+                    yield chunks.finished(event)
                 else:
-                    self._token(usage, event.tokens)
-                    sent.append(event.text)
-                    yield chunk(event.text)
+                    self._token(live, event)
+                    # What the editor got is what it may accept, whole or cut short by the
+                    # client (Continue closes a stream once it has a line).
+                    live.shown += event.text
+                    yield chunks.text(event.text)
         except EngineError:
             # Headers are sent already: end the stream with an error finish, as Mistral does,
             # and record the status it would have had.
-            status = 503
-            yield chunk(finish="error")
-        finally:
-            # What the editor got is what it may accept, whole or cut short by the client
-            # (Continue closes a stream once it has a line).
-            if status != 503:
-                self.gateway.acceptance.shown(job.editor, served.name, job.prefix, "".join(sent))
-        if status is None:
+            end = (RequestState.FAILED, 503)
+            live.shown = ""
+            yield chunks.failed()
+        if end is None:
             return  # the client left: SettledStream records it as cancelled
         # Settled and recorded before [DONE]: a client that saw the end has its ledger row.
         try:
-            await self._settle(usage, status)
+            await self._settle(live, *end)
         except LedgerUnavailable:
             return  # no [DONE]: the stream did not end well
-        yield SSE_DONE
+        yield mistral_fim.DONE
 
-    def _token(self, usage: RequestUsage, tokens: int) -> None:
-        if usage.first_token_at is None:
-            usage.first_token_at = time.monotonic()
-            self.metrics.first_token(usage)
-        usage.completion_tokens = tokens
+    def _token(self, live: Live, delta: TextDelta) -> None:
+        if live.first_token_at is None:
+            live.first_token_at = time.monotonic()
+            live.state = RequestState.GENERATING
+            self.metrics.first_token(live.model or "")
+        live.completion_tokens = delta.tokens
 
-    def _headers(self, usage: RequestUsage) -> dict[str, str]:
-        headers = {"x-request-id": usage.client_request_id or usage.request_id}
-        if usage.decision is not None:
-            headers.update(rate_limit_headers(usage.decision))
+    def _headers(self, live: Live) -> dict[str, str]:
+        headers = {"x-request-id": live.client_request_id or live.request_id}
+        if live.decision is not None:
+            headers.update(rate_limit_headers(live.decision))
         return headers
 
-    # -- the end ---------------------------------------------------------------------------
+    # -- the end -------------------------------------------------------------------------------
 
-    async def _settle(self, usage: RequestUsage, status: int) -> None:
-        """Record the request (ledger, rate-limit settlement, metrics, log line); once."""
-        if usage.closed:
+    async def _settle(self, live: Live, state: RequestState, status: int) -> None:
+        """End the request into its one record, and make everything of it: the ledger row and
+        the reservation settled (the gateway), the metrics, the log line. Once."""
+        if live.state.ended:
+            return
+        if live.job is not None and live.job.editor is not None:
+            # The editor's last completion, judged by this prompt (gateway/acceptance.py).
+            memory = self.sessions.memory(live.job.editor)
+            live.judged, memory.shown = acceptance.succeed(
+                memory.shown, live.job.prefix, live.shown
+            )
+        outcome = live.end(state, status)
+        if outcome is None:
             return
         started = time.monotonic()
         try:
-            await self.gateway.close(usage, status)
+            await self.gateway.settle(outcome)
         finally:
             self.in_flight -= 1
-            self.metrics.finished(usage, status, ledger_seconds=time.monotonic() - started)
-            log_request(usage, status)
+            self.metrics.record(outcome, ledger_seconds=time.monotonic() - started)
+            log_request(outcome)
 
-    async def _refuse(self, usage: RequestUsage, error: ApiError) -> Response:
+    async def _refuse(
+        self, live: Live, error: ApiError, state: RequestState = RequestState.REFUSED
+    ) -> Response:
         try:
-            await self._settle(usage, error.status)
+            await self._settle(live, state, error.status)
         except LedgerUnavailable as exc:
             error = _not_recorded(exc)
-        return error_response(error, self._headers(usage))
+        return error_response(error, self._headers(live))
 
-    async def _failed(self, usage: RequestUsage) -> None:
-        """A fault of ours (the 500 handler answers): still recorded, once."""
-        with anyio.CancelScope(shield=True), contextlib.suppress(LedgerUnavailable):
-            await self._settle(usage, 500)
-
-    async def _left(self, usage: RequestUsage, status: int = 499) -> Response:
+    async def _left(self, live: Live, status: int = 499) -> Response:
         """The client left (or the task was cancelled) before the request was settled."""
-        if not usage.closed:
-            usage.cancelled = True
-            with anyio.CancelScope(shield=True), contextlib.suppress(LedgerUnavailable):
-                await self._settle(usage, status)
+        with anyio.CancelScope(shield=True), contextlib.suppress(LedgerUnavailable):
+            await self._settle(live, RequestState.CANCELLED, status)
         return Response(status_code=499)

@@ -10,7 +10,26 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+# Why a completion ended; the API adds "error" for an engine that failed mid-stream.
 FinishReason = Literal["stop", "length", "model_length"]
+
+
+def max_new_tokens(context_length: int, prompt_tokens: int, max_tokens: int | None) -> int:
+    """Tokens a completion may have: what the request allows, within the context left after
+    its prompt (vLLM's get_max_tokens). The one budget: admission reserves by it, generation
+    stops by it."""
+    room = max(0, context_length - prompt_tokens)
+    return room if max_tokens is None else min(max_tokens, room)
+
+
+@dataclass(frozen=True)
+class Editor:
+    """Who is typing: an API key on a model, and the client's own session id where its wire
+    carries one (without it, a team that shares a key is one editor)."""
+
+    key_id: str
+    model: str
+    session: str = ""
 
 
 @dataclass(frozen=True)
@@ -25,16 +44,18 @@ class FimJob:
     stop: tuple[str, ...] = ()
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
-    # Whose prompt this is (the API key's id): what an engine remembers of prompts to serve
-    # the next one faster stays with the same editor, never crosses to another key.
-    editor: str = ""
+    # Whose prompt this is: what an engine remembers of prompts to serve the next one faster
+    # stays with the same editor (engines/sessions.py). None: remember nothing.
+    editor: Editor | None = None
 
 
 @dataclass(frozen=True)
 class EncodedPrompt:
-    """A FIM prompt as the engine will run it; ``tokens`` is what usage reports."""
+    """A FIM prompt as the engine will run it: ``tokens`` is what usage reports, ``max_new``
+    the completion's budget (``max_new_tokens`` of the prompt as run)."""
 
     tokens: int
+    max_new: int
     payload: object = field(repr=False)  # engine-specific (token ids for llama.cpp)
 
 
@@ -82,6 +103,8 @@ class Engine(Protocol):
 
     def stats(self) -> dict[str, int]: ...
 
-    def upstreams(self) -> list[dict[str, object]]: ...
+    def upstreams(self) -> list[dict[str, object]]:
+        """Each upstream server's state, where the model runs on some (else none)."""
+        ...
 
     async def aclose(self) -> None: ...

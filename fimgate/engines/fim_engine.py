@@ -1,56 +1,58 @@
 """The engine a served model answers with: a prompt builder, a completion shaper, and one
 transport (in-process llama.cpp, a llama.cpp server, an OpenAI-compatible server, or a router
-over several)."""
+over several), sharing the server's memory of each editor (sessions.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from fimgate.engines.base import EncodedPrompt, EngineEvent, FimJob
+from fimgate.engines.base import EncodedPrompt, EngineError, EngineEvent, FimJob
 from fimgate.engines.prompt_builder import BuiltPrompt, PromptBuilder
-from fimgate.engines.router import Router
-from fimgate.engines.settings import EngineSettings
-from fimgate.engines.shaping import CompletionShaper, GoingOn
+from fimgate.engines.sessions import EditorSessions
+from fimgate.engines.shaping import CompletionShaper
 from fimgate.engines.transports.base import Transport
-
-
-@dataclass(frozen=True)
-class _Payload:
-    prompt: BuiltPrompt
-    going_on: GoingOn | None
+from fimgate.settings import EngineSettings
 
 
 class FimEngine:
-    def __init__(self, transport: Transport, settings: EngineSettings) -> None:
+    def __init__(
+        self, transport: Transport, settings: EngineSettings, sessions: EditorSessions
+    ) -> None:
+        if settings.max_predict_ms and not transport.capabilities.time_bound:
+            raise EngineError(
+                "FIMGATE_MAX_PREDICT_MS is set, but this engine's upstreams cannot bound "
+                "generation in time (an OpenAI-compatible server): unset it"
+            )
         self.transport = transport
-        self.prompts = PromptBuilder(transport, settings)
-        self.shaper = CompletionShaper(transport, settings)
+        self.prompts = PromptBuilder(transport, settings, sessions)
+        self.shaper = CompletionShaper(transport, settings, sessions)
         self.context_length = transport.context_length
 
     async def encode(self, job: FimJob) -> EncodedPrompt:
         prompt = await self.prompts.build(job)
-        going_on = await self.shaper.typed_along(job, prompt)
-        return EncodedPrompt(prompt.usage, _Payload(prompt, going_on))
+        return EncodedPrompt(prompt.usage, prompt.max_new(job.max_tokens), prompt)
 
     def generate(self, prompt: EncodedPrompt, job: FimJob) -> AsyncIterator[EngineEvent]:
-        payload: _Payload = prompt.payload  # type: ignore[assignment]
-        return self.shaper.generate(payload.prompt, payload.going_on, job)
+        built: BuiltPrompt = prompt.payload  # type: ignore[assignment]
+        return self.shaper.generate(built, job)
 
     def stats(self) -> dict[str, int]:
         return self.transport.stats() | self.shaper.stats()
 
     def upstreams(self) -> list[dict[str, object]]:
-        """Each upstream's state, when this engine answers from upstream servers."""
-        return self.transport.state() if isinstance(self.transport, Router) else []
+        return self.transport.upstreams()
 
     async def aclose(self) -> None:
         await self.transport.aclose()
 
 
-def embedded_engine(model_path: Path, settings: EngineSettings) -> FimEngine:
+def embedded_engine(
+    model_path: Path, settings: EngineSettings, sessions: EditorSessions | None = None
+) -> FimEngine:
     """The default: the GGUF in this process (imports llama.cpp only when called)."""
     from fimgate.engines.transports.inprocess import InProcessLlamaCpp
 
-    return FimEngine(InProcessLlamaCpp(model_path, settings), settings)
+    return FimEngine(
+        InProcessLlamaCpp(model_path, settings), settings, sessions or EditorSessions()
+    )

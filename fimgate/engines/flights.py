@@ -1,49 +1,36 @@
-"""Who goes when inside llama.cpp: the requests in flight, and two rules editor traffic needs
+"""Who goes when inside llama.cpp: the requests in flight, and a rule editor traffic needs
 that llama.cpp's own scheduling lacks.
 
-- The next keystroke waits (briefly) for its cancelled sibling to leave the slot whose KV
-  cache it needs; submitted at once, it would land in another slot and read its prompt cold.
-- A request reading a long prompt steps out between two batches for requests that wait:
-  llama.cpp fills each batch slot by slot in slot order, so a long prompt in a lower slot
-  takes every batch until it is read, and a keystroke's request in a higher slot would wait
-  for all of it (seconds per batch on 2 cores).
+A request reading a long prompt steps out between two batches for requests that wait:
+llama.cpp fills each batch slot by slot in slot order, so a long prompt in a lower slot takes
+every batch until it is read, and a keystroke's request in a higher slot would wait for all
+of it (seconds per batch on 2 cores). (The other rule, that an editor's next keystroke waits
+for its cancelled request to let go of its slot, is the editor's turn: engines/sessions.py.)
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-# How long a request waits for a cancelled request on the same text to leave its slot.
-SIBLING_WAIT_S = 10.0
 # How long a request that stepped out waits for the ones it made way for to start reading.
 YIELD_WAIT_S = 10.0
 
 
 @dataclass(eq=False)
 class Flight:
-    """A request inside llama.cpp: its prompt, whether it was cancelled, when it is done, and
-    whether llama.cpp has started on it (one not started yet is waiting for its turn)."""
+    """A request inside llama.cpp: its prompt, whether it was cancelled, and whether llama.cpp
+    has started on it (one not started yet is waiting for its turn)."""
 
     ids: list[int]
     cancel: threading.Event = field(default_factory=threading.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     started: threading.Event = field(default_factory=threading.Event)
 
     def waiting(self) -> bool:
         return not self.started.is_set() and not self.cancel.is_set()
-
-
-def same_text(a: list[int], b: list[int]) -> bool:
-    """Whether two prompts share most of their start (the same editor, a keystroke apart)."""
-    shortest = min(len(a), len(b))
-    shared = next((i for i in range(shortest) if a[i] != b[i]), shortest)
-    return shared * 2 >= shortest
 
 
 class Flights:
@@ -54,18 +41,11 @@ class Flights:
         self._n_batch = n_batch
         self._all: set[Flight] = set()
 
-    async def enter(self, flight: Flight) -> None:
-        """Admit ``flight``, after any cancelled request on the same text has left."""
-        for other in list(self._all):
-            if other.cancel.is_set() and same_text(other.ids, flight.ids):
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(SIBLING_WAIT_S):
-                        await other.done.wait()  # it stops within one token
+    def add(self, flight: Flight) -> None:
         self._all.add(flight)
 
     def leave(self, flight: Flight) -> None:
         self._all.discard(flight)
-        flight.done.set()
 
     def waiting_behind(self, flight: Flight, progress: dict[str, int]) -> list[Flight]:
         """The requests ``flight``, reading its prompt, should step out for (often none).

@@ -7,11 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fimgate import modelpack
-from fimgate.config import CODESTRAL_ALIASES, Settings
 from fimgate.engines.base import EngineError
 from fimgate.engines.fim_engine import FimEngine, embedded_engine
 from fimgate.engines.registry import ModelRegistry, ServedModel
 from fimgate.engines.upstreams import ModelSpec, UpstreamSpec, read_backends, router_for
+from fimgate.settings import EngineSettings
+
+# Names that clients configured for the hosted service send; they resolve to our default model
+# so a Continue or SDK config written for Codestral works unchanged.
+CODESTRAL_ALIASES = ("codestral-latest", "codestral-2501", "codestral-2405")
 
 
 def served_name(name_or_path: str) -> str:
@@ -20,7 +24,9 @@ def served_name(name_or_path: str) -> str:
     return Path(name_or_path).name.removesuffix(".gguf")
 
 
-def model_loader(settings: Settings) -> tuple[Callable[[], ModelRegistry], str]:
+def model_loader(
+    settings: EngineSettings, data_dir: Path
+) -> tuple[Callable[[], ModelRegistry], str]:
     """The loader ``serve`` runs at start-up, and what it will load, in words. Raises
     ``modelpack.ModelPackError`` or ``EngineError`` for what is wrong before anything starts."""
     if settings.upstreams and settings.backends_file:
@@ -32,20 +38,18 @@ def model_loader(settings: Settings) -> tuple[Callable[[], ModelRegistry], str]:
         upstreams = [UpstreamSpec.from_url(url) for url in settings.upstreams]
         specs = [ModelSpec(name=name, upstream=upstreams)]
     else:
-        return _embedded(settings)
+        return _embedded(settings, data_dir)
 
     def load() -> ModelRegistry:
         registry = ModelRegistry()
         for i, spec in enumerate(specs):
             aliases = spec.aliases if spec.aliases is not None else CODESTRAL_ALIASES * (i == 0)
             urls = ", ".join(u.url for u in spec.upstream)
+            router = router_for(spec.upstream, settings, spec.name, settings.backends_file)
             registry.add(
                 ServedModel(
                     name=spec.name,
-                    engine=FimEngine(
-                        router_for(spec.upstream, settings, spec.name, settings.backends_file),
-                        settings,
-                    ),
+                    engine=FimEngine(router, settings, registry.sessions),
                     aliases=tuple(aliases),
                     description=f"upstream {urls}",
                 )
@@ -56,8 +60,8 @@ def model_loader(settings: Settings) -> tuple[Callable[[], ModelRegistry], str]:
     return load, where
 
 
-def _embedded(settings: Settings) -> tuple[Callable[[], ModelRegistry], str]:
-    paths = [modelpack.locate(m, settings.data_dir) for m in settings.models]
+def _embedded(settings: EngineSettings, data_dir: Path) -> tuple[Callable[[], ModelRegistry], str]:
+    paths = [modelpack.locate(m, data_dir) for m in settings.models]
 
     def load() -> ModelRegistry:
         registry = ModelRegistry()
@@ -66,7 +70,7 @@ def _embedded(settings: Settings) -> tuple[Callable[[], ModelRegistry], str]:
             registry.add(
                 ServedModel(
                     name=served_name(name),
-                    engine=embedded_engine(path, settings),
+                    engine=embedded_engine(path, settings, registry.sessions),
                     aliases=CODESTRAL_ALIASES if i == 0 else (),
                     description=packaged.summary if packaged else f"local GGUF {path}",
                 )

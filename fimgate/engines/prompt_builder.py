@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from fimgate.engines.base import EngineError, FimJob, PromptTooLong
+from fimgate.engines import window_recall
+from fimgate.engines.base import EngineError, FimJob, PromptTooLong, max_new_tokens
 from fimgate.engines.editor_context import EditorContext, recognize
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
-from fimgate.engines.settings import EngineSettings
+from fimgate.engines.sessions import EditorSessions
 from fimgate.engines.suggestions import Made
 from fimgate.engines.transports.base import Transport
 from fimgate.engines.typed_middle import Healed, heal, split_at
-from fimgate.engines.window_recall import WindowRecall
+from fimgate.settings import EngineSettings
 
 # Chars of an editor's prefix remembered per prefix token allowed: well past the cap (a
 # token is 3-5 chars of code), so what is put back fills it, and the remembered start
@@ -50,23 +51,31 @@ class BuiltPrompt:
     prefix: str
     suffix: str
     made: Made  # what a suggestion for this prompt is made for (suggestions.py)
-    # Where the prompt's cache lives: the editor and its file (the path Continue sent, else
-    # the prompt's first line), so an upstream router can keep it in one place.
-    affinity: str
+    # The editor's file: the path Continue sent, else the prompt's first line (lines the
+    # window dropped put back, so it stays put while the editor types). Its prompt's cache
+    # lives in one place, and its requests take turns there.
+    place: str
+    context_length: int
+
+    def max_new(self, max_tokens: int | None) -> int:
+        """The completion's budget, for the prompt as run: typed tokens taken back are the
+        client's prompt still."""
+        taken = self.heal.taken if self.heal else 0
+        return max_new_tokens(self.context_length, len(self.ids) + taken, max_tokens)
 
 
 class PromptBuilder:
-    def __init__(self, transport: Transport, settings: EngineSettings) -> None:
+    def __init__(
+        self, transport: Transport, settings: EngineSettings, sessions: EditorSessions
+    ) -> None:
         self._transport = transport
         self._settings = settings
+        self._sessions = sessions
         self.context_length = transport.context_length
         self.template, self.markers, self._bos = self._resolve_template(settings.fim_template)
         self._heals = transport.capabilities.grammar
-        self._recall = (
-            WindowRecall(settings.max_prefix_tokens * RECALL_CHARS_PER_TOKEN)
-            if settings.window_recall and settings.max_prefix_tokens
-            else None
-        )
+        recall = settings.window_recall and settings.max_prefix_tokens
+        self._recall_chars = settings.max_prefix_tokens * RECALL_CHARS_PER_TOKEN if recall else 0
 
     def _resolve_template(self, name: str | None) -> tuple[FimTemplate, dict[str, int], int | None]:
         """Pick the FIM template (named, or the first whose markers the vocabulary has).
@@ -94,7 +103,7 @@ class PromptBuilder:
         tokenize = self._transport.tokenize
         context = self._editor_context(job)
         given, suffix = (context.prefix, context.suffix) if context else (job.prefix, job.suffix)
-        prefix = self._recall.restore(job.editor, given) if self._recall else given
+        prefix = self._restore(job, given)
         split = split_at(prefix) if self._settings.typed_middle else len(prefix)
         head = prefix[:split]
         texts = [tokenize(head), tokenize(prefix[split:], pieces=True)]
@@ -127,10 +136,16 @@ class PromptBuilder:
             raise PromptTooLong(len(ids), self.context_length)
         usage = len(self._layout(sent_ids, suffix_ids, context_ids))
         made = Made.of(job, suffix, context_ids)
-        # After recall: the lines the client dropped from the top as the prefix grew are back,
-        # so the first line stays put while the editor types.
         place = context.path if context else prefix.split("\n", 1)[0]
-        return BuiltPrompt(ids, usage, healed, prefix, suffix, made, f"{job.editor}\n{place}")
+        return BuiltPrompt(ids, usage, healed, prefix, suffix, made, place, self.context_length)
+
+    def _restore(self, job: FimJob, prefix: str) -> str:
+        """``prefix`` with the lines its editor's window dropped put back (window_recall.py)."""
+        if not self._recall_chars or job.editor is None:
+            return prefix
+        kept = self._sessions.memory(job.editor).prefixes
+        now, since = self._sessions.clock(), self._sessions.horizon()
+        return window_recall.restore(kept, prefix, now, since, self._recall_chars)
 
     def _editor_context(self, job: FimJob) -> EditorContext | None:
         """Continue's editor context in the prompt, where this model has a repository

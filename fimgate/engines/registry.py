@@ -1,10 +1,12 @@
-"""Model names clients may send, and the engine behind each."""
+"""Model names clients may send, the engine behind each, and the memory of each editor
+they share (sessions.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from fimgate.engines.base import Engine
+from fimgate.engines.sessions import EditorSessions
 
 
 @dataclass
@@ -26,6 +28,7 @@ class UnknownModel(LookupError):
 @dataclass
 class ModelRegistry:
     models: list[ServedModel] = field(default_factory=list)
+    sessions: EditorSessions = field(default_factory=EditorSessions)
 
     def add(self, model: ServedModel) -> None:
         taken = set(self.names())

@@ -9,9 +9,10 @@ health-checked, failed over.
   is passed over, so one busy editor cannot pin a loaded upstream. The slots count because a
   request sent elsewhere reads its whole prompt cold (seconds to tens of seconds on a CPU),
   while one more request in a free slot only shares the batch.
-- The next keystroke: an editor's request that follows one it cancelled waits until
-  llama.cpp has let go of that one's slot (``RELEASE_WAIT_S`` at most), so that llama.cpp,
-  which picks the idle slot whose cache shares the most with the prompt, picks that slot.
+- The next keystroke: a cancelled request's turn (engines/sessions.py) is let go only once
+  llama.cpp has let go of its slot (``/slots``), so that the editor's next request, which
+  waits for it, lands where llama.cpp picks the idle slot whose cache shares the most with
+  its prompt: that one.
 - Health: every ``interval`` seconds each upstream's ``/health`` must answer 200 within
   ``timeout``; one that does not (dead, hung, loading) is ejected, and taken back when it
   answers again. A request that fails on an upstream ejects it at once. An upstream down
@@ -36,15 +37,15 @@ from typing import Any, Protocol, TypeVar
 
 from fimgate.engines.base import EngineError
 from fimgate.engines.counters import Counters
-from fimgate.engines.transports.base import Capabilities, Chunk, Sampling, Transport
+from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling, Transport
 from fimgate.engines.transports.http_upstream import UpstreamUnavailable
 
 log = logging.getLogger("fimgate.router")
 
 LOAD_FACTOR = 1.25
-# How long an editor's next request waits for llama.cpp to let go of the slot of the one it
-# cancelled. llama.cpp lets go between two batches, which on a CPU take seconds while other
-# slots read prompts; a cold read of the whole prompt in another slot takes longer still.
+# How long a cancelled request's slot is watched for its release. llama.cpp lets go between
+# two batches, which on a CPU take seconds while other slots read prompts; a cold read of the
+# whole prompt in another slot takes longer still.
 RELEASE_WAIT_S = 10.0
 
 T = TypeVar("T")
@@ -103,20 +104,20 @@ class Router:
             raise EngineError("no upstream given")
         if policy not in ("affinity", "round-robin"):
             raise EngineError(f"unknown routing policy {policy!r}")
-        self.upstreams = list(upstreams)
+        self.pool = list(upstreams)
         self._policy = policy
         self._refresh = refresh
         self._interval, self._timeout = interval, timeout
         self._turn = 0
         self._health_task: asyncio.Task[None] | None = None
         self._counters = Counters("retried", "ejected", "recovered")
-        self._releasing: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.capabilities = Capabilities(
-            grammar=all(u.capabilities.grammar for u in self.upstreams)
+            grammar=all(u.capabilities.grammar for u in self.pool),
+            time_bound=all(u.capabilities.time_bound for u in self.pool),
         )
-        failures = [f"{u.url}: {why}" for u in self.upstreams if (why := self._reach(u))]
-        reached = [u for u in self.upstreams if u.transport is not None]
+        failures = [f"{u.url}: {why}" for u in self.pool if (why := self._reach(u))]
+        reached = [u for u in self.pool if u.transport is not None]
         for upstream in reached:
             upstream.healthy = True
         if not reached:
@@ -170,21 +171,22 @@ class Router:
 
     # -- generation --------------------------------------------------------------------------
 
-    async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
+    async def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]:
+        sampling.check(self.capabilities)
         self._watch()
-        await self._after_sibling(sampling.affinity)
         tried: set[Upstream] = set()
         while True:
-            upstream = self._pick(sampling.affinity, tried)
+            upstream = self._pick(route.affinity, tried)
             if upstream is None:
                 raise UpstreamUnavailable(f"no healthy upstream left (tried {len(tried)})")
             tried.add(upstream)
             started = False
             upstream.in_flight += 1
+            route.turn.hold()
             # The upstream's stream is read in a task of its own, so that waiting for it can
             # also wait for its ejection; cancelling that task closes the connection.
             queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
-            chunks = upstream.transport.run(ids, sampling)  # type: ignore[union-attr]
+            chunks = upstream.transport.run(ids, sampling, route)  # type: ignore[union-attr]
             pump = asyncio.create_task(_pump(chunks, queue))
             ended = False  # the stream ended or failed, rather than its reader leaving
             try:
@@ -204,53 +206,46 @@ class Router:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
-                if not ended and sampling.affinity:
-                    self._watch_release(upstream, sampling.affinity)
+                self._let_go(upstream, route, cancelled=not ended)
 
     # -- the next keystroke after a cancelled one ----------------------------------------------
 
-    async def _after_sibling(self, affinity: str) -> None:
-        """An editor's next keystroke usually arrives as its last request is cancelled. Sent
-        at once, it would find that request's slot still busy in llama.cpp, land in another,
-        and read its whole prompt cold: so it waits (briefly) until llama.cpp has let go."""
-        released = self._releasing.get(affinity)
-        if released is not None and not released.is_set():
-            await released.wait()  # within RELEASE_WAIT_S
-
-    def _watch_release(self, upstream: Upstream, affinity: str) -> None:
-        released = asyncio.Event()
-        self._releasing[affinity] = released
-        while len(self._releasing) > 1024:  # forget the oldest editors
-            self._releasing.pop(next(iter(self._releasing)))
-
-        async def watch() -> None:
-            # Released once no slot there is busy beyond this gateway's own requests in flight,
-            # or, where other gateways keep slots busy too, once fewer are than at the cancel
-            # (most likely the cancelled request's own slot, the first to stop).
-            at_cancel: int | None = None
-            pause = 0.01  # then less often: a slot held for a batch is asked about seconds long
-            try:
-                async with asyncio.timeout(RELEASE_WAIT_S):
-                    while True:
-                        busy = await upstream.transport.busy_slots()  # type: ignore[union-attr]
-                        if busy is None:
-                            return
-                        others = busy - upstream.in_flight
-                        if others <= 0 or (at_cancel is not None and others < at_cancel):
-                            return
-                        at_cancel = at_cancel or others
-                        await asyncio.sleep(pause)
-                        pause = min(pause * 1.5, 0.1)
-            except Exception:  # not known: the next request just goes
-                return
-            finally:
-                released.set()
-
-        self._tasks.add(task := asyncio.get_running_loop().create_task(watch()))
+    def _let_go(self, upstream: Upstream, route: Route, cancelled: bool) -> None:
+        """Let go of ``route``'s turn: at once when its request ended, else (cancelled) once
+        llama.cpp has let go of its slot."""
+        if not cancelled:
+            route.turn.let_go()
+            return
+        route.turn.stop()
+        task = asyncio.get_running_loop().create_task(self._watch_release(upstream, route))
+        self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _watch_release(self, upstream: Upstream, route: Route) -> None:
+        """Released once no slot there is busy beyond this gateway's own requests in flight,
+        or, where other gateways keep slots busy too, once fewer are than at the cancel (most
+        likely the cancelled request's own slot, the first to stop)."""
+        at_cancel: int | None = None
+        pause = 0.01  # then less often: a slot held for a batch is asked about seconds long
+        try:
+            async with asyncio.timeout(RELEASE_WAIT_S):
+                while True:
+                    busy = await upstream.transport.busy_slots()  # type: ignore[union-attr]
+                    if busy is None:
+                        return
+                    others = busy - upstream.in_flight
+                    if others <= 0 or (at_cancel is not None and others < at_cancel):
+                        return
+                    at_cancel = at_cancel or others
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 1.5, 0.1)
+        except Exception:  # not known: the next request just goes
+            return
+        finally:
+            route.turn.let_go()
+
     def _pick(self, affinity: str, tried: set[Upstream]) -> Upstream | None:
-        ready = [u for u in self.upstreams if u.healthy and not u.draining and u not in tried]
+        ready = [u for u in self.pool if u.healthy and not u.draining and u not in tried]
         if not ready:
             return None
         if self._policy == "round-robin" or not affinity:
@@ -287,8 +282,8 @@ class Router:
     async def check_health(self) -> None:
         if self._refresh is not None:
             self._apply(self._refresh())
-        answers = await asyncio.gather(*map(self._answers, self.upstreams))
-        for upstream, why in zip(self.upstreams, answers, strict=True):
+        answers = await asyncio.gather(*map(self._answers, self.pool))
+        for upstream, why in zip(self.pool, answers, strict=True):
             if why is not None:
                 self._eject(upstream, why)
             elif not upstream.healthy:
@@ -319,14 +314,14 @@ class Router:
         return why
 
     def _apply(self, wanted: dict[str, tuple[float, bool]]) -> None:
-        for upstream in self.upstreams:
+        for upstream in self.pool:
             if upstream.url in wanted:
                 weight, drain = wanted[upstream.url]
                 if drain != upstream.draining:
                     log.warning("upstream %s %s", upstream.url, "drains" if drain else "takes work")
                 upstream.weight, upstream.draining = weight, drain
 
-    def state(self) -> list[dict[str, Any]]:
+    def upstreams(self) -> list[dict[str, object]]:
         return [
             {
                 "url": u.url,
@@ -336,12 +331,12 @@ class Router:
                 "in_flight": u.in_flight,
                 "requests": u.transport.stats().get("requests", 0) if u.transport else 0,
             }
-            for u in self.upstreams
+            for u in self.pool
         ]
 
     def stats(self) -> dict[str, int]:
         totals = self._counters.snapshot()
-        for upstream in self.upstreams:
+        for upstream in self.pool:
             for key, value in (upstream.transport.stats() if upstream.transport else {}).items():
                 totals[key] = totals.get(key, 0) + value
         return totals
@@ -351,7 +346,7 @@ class Router:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
-        for upstream in self.upstreams:
+        for upstream in self.pool:
             if upstream.transport is not None:
                 await upstream.transport.aclose()
 

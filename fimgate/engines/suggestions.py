@@ -11,21 +11,16 @@ replay the 0.5B's suggestion holds for about 7 keystrokes in 10.
 Continue does the same on the client, but only while the stream is still open; here it holds
 across requests. Only for greedy requests (at temperature 0 the earlier answer is the answer)
 whose suffix, editor context, stop strings and penalties are those of the suggestion, and
-never across API keys.
+never across editors (each editor's are in its memory, engines/sessions.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fimgate.engines.base import FimJob
 
 PER_EDITOR = 8  # files an editor has open
-EDITORS = 256
-TTL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -54,8 +49,8 @@ class Suggestion:
     # client had already. ``prompt_ids`` + the tokens of ``lead + text`` is where it stands.
     lead: str = ""
     ended: bool = False  # the model ended it (end of generation), not a limit or the client
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    seen: float = field(default_factory=time.monotonic)
+    running: bool = False  # still being generated: its text may still grow
+    seen: float = 0.0  # when it was made (the session store's clock)
 
     def rest_after(self, prefix: str) -> str | None:
         """What the suggestion says comes after ``prefix``, when ``prefix`` is this one's
@@ -70,33 +65,23 @@ def greedy(job: FimJob) -> bool:
     return job.temperature == 0 and not job.min_tokens
 
 
-class Suggestions:
-    """Each editor's recent greedy suggestions, most recent first."""
+def find(kept: list[Suggestion], made: Made, prefix: str, since: float) -> Suggestion | None:
+    """The suggestion of an editor's ``kept`` ones that ``prefix`` types along, if any (made
+    after ``since``; it may still be running)."""
+    for suggestion in kept:
+        if (
+            suggestion.seen > since
+            and suggestion.made == made
+            and suggestion.rest_after(prefix) is not None
+        ):
+            return suggestion
+    return None
 
-    def __init__(self) -> None:
-        self._editors: OrderedDict[str, list[Suggestion]] = OrderedDict()
 
-    def find(self, editor: str, made: Made, prefix: str) -> Suggestion | None:
-        """The suggestion ``prefix`` types along, if any (it may still be running)."""
-        if not editor:
-            return None
-        now = time.monotonic()
-        for suggestion in self._editors.get(editor, []):
-            fresh = now - suggestion.seen < TTL_S
-            if fresh and suggestion.made == made and suggestion.rest_after(prefix) is not None:
-                return suggestion
-        return None
-
-    def start(self, editor: str, suggestion: Suggestion) -> None:
-        """Remember ``suggestion`` (it grows as it is generated); it replaces any of the same
-        editor for the same prompt."""
-        if not editor:
-            return
-        kept = [
-            s
-            for s in self._editors.pop(editor, [])
-            if s.prompt_ids != suggestion.prompt_ids and time.monotonic() - s.seen < TTL_S
-        ]
-        self._editors[editor] = [suggestion, *kept][:PER_EDITOR]
-        while len(self._editors) > EDITORS:
-            self._editors.popitem(last=False)
+def keep(kept: list[Suggestion], suggestion: Suggestion, since: float) -> None:
+    """Put ``suggestion`` first in an editor's ``kept`` ones (it grows as it is generated),
+    in place of any for the same prompt and of those made before ``since``."""
+    kept[:] = [
+        suggestion,
+        *(s for s in kept if s.prompt_ids != suggestion.prompt_ids and s.seen > since),
+    ][:PER_EDITOR]

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fimgate.engines.base import EngineError
 from fimgate.engines.router import Router, Upstream, UpstreamTransport
-from fimgate.engines.settings import EngineSettings
+from fimgate.settings import EngineSettings
 
 log = logging.getLogger("fimgate.router")
 

@@ -7,15 +7,13 @@ the whole prompt again: 5-10 s on 2 cores, every few keystrokes. The lines that 
 those the previous prompt started with, so putting them back gives the prompt the start the
 cache holds, and only the typed text is read. The model sees more of the same file.
 
-Remembered text is kept per editor (the API key), never shared: a prompt only ever gets back
-text that the same key sent. It expires after a few minutes, so lines edited elsewhere since
-are not put back for long.
+Remembered text is kept per editor (engines/sessions.py), never shared: a prompt only ever
+gets back text that the same editor sent. It expires after a few minutes, so lines edited
+elsewhere since are not put back for long.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 HEAD_CHARS = 64  # the new prefix's start, searched for in remembered prefixes
@@ -24,14 +22,12 @@ MIN_OVERLAP = 256  # chars a new prefix must share with a remembered one, from i
 # or the previous request was sent a little further on.
 SLACK_CHARS = 256
 PREFIXES_PER_EDITOR = 16  # files an editor (or a team sharing a key) has open
-EDITORS = 256
-TTL_S = 600.0
 
 
-@dataclass
-class _Remembered:
+@dataclass(frozen=True)
+class Remembered:
     text: str
-    seen: float
+    seen: float  # when it was sent (the session store's clock)
 
 
 def window_start(remembered: str, prefix: str) -> int | None:
@@ -58,35 +54,26 @@ def _shared_start(a: str, b: str) -> int:
     return next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
 
 
-class WindowRecall:
-    """The recent prefixes of each editor, most recent first, each kept to ``max_chars``."""
+def restore(kept: list[Remembered], prefix: str, now: float, since: float, limit: int) -> str:
+    """``prefix`` with the lines its window dropped put back from an editor's ``kept``
+    prefixes (those seen after ``since``); remembers the result there, kept to ``limit``
+    chars."""
+    fresh = [r for r in kept if r.seen > since]
+    restored = prefix
+    for i, remembered in enumerate(fresh):
+        at = window_start(remembered.text, prefix)
+        if at is not None:
+            restored = remembered.text[:at] + prefix
+            del fresh[i]  # superseded by the restored prefix
+            break
+    restored = _bounded(restored, limit)
+    kept[:] = [Remembered(restored, now), *fresh][:PREFIXES_PER_EDITOR]
+    return restored
 
-    def __init__(self, max_chars: int) -> None:
-        self._max_chars = max_chars
-        self._editors: OrderedDict[str, list[_Remembered]] = OrderedDict()
 
-    def restore(self, editor: str, prefix: str) -> str:
-        """``prefix`` with the lines its window dropped put back; remembers the result."""
-        if not editor:
-            return prefix
-        now = time.monotonic()
-        kept = [r for r in self._editors.pop(editor, []) if now - r.seen < TTL_S]
-        restored = prefix
-        for i, remembered in enumerate(kept):
-            at = window_start(remembered.text, prefix)
-            if at is not None:
-                restored = remembered.text[:at] + prefix
-                del kept[i]  # superseded by the restored prefix
-                break
-        restored = self._bounded(restored)
-        self._editors[editor] = [_Remembered(restored, now), *kept][:PREFIXES_PER_EDITOR]
-        while len(self._editors) > EDITORS:
-            self._editors.popitem(last=False)
-        return restored
-
-    def _bounded(self, text: str) -> str:
-        # Cut to half at a line start, so the start (and the cache) moves once in a long while.
-        if len(text) <= self._max_chars:
-            return text
-        cut = text.find("\n", len(text) - self._max_chars // 2)
-        return text[cut + 1 :] if cut >= 0 else text[-(self._max_chars // 2) :]
+def _bounded(text: str, limit: int) -> str:
+    # Cut to half at a line start, so the start (and the cache) moves once in a long while.
+    if len(text) <= limit:
+        return text
+    cut = text.find("\n", len(text) - limit // 2)
+    return text[cut + 1 :] if cut >= 0 else text[-(limit // 2) :]

@@ -17,19 +17,17 @@ in full or in part, it was accepted, and that many characters of it.
 - Each completion is judged once, by the next request of its key and model; a completion
   with no next request is never judged (it is not counted either way).
 
-Kept in memory, per replica: with several replicas, sticky sessions by key (docs/deploy.md)
-keep a key's requests where its last completion is.
+The last completion shown is kept in the editor's memory (engines/sessions.py), per
+replica: with several replicas, a balancer that keeps a key's requests on one replica
+(docs/deploy.md) keeps them where its last completion is; without one, fewer are judged.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 ANCHOR = 96
 MIN_PARTIAL = 4
-MAX_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,12 +38,6 @@ class Verdict:
     @property
     def accepted(self) -> bool:
         return self.accepted_chars > 0
-
-
-@dataclass(frozen=True)
-class _Shown:
-    anchor: str
-    text: str
 
 
 def _common_start(a: str, b: str) -> int:
@@ -75,24 +67,27 @@ def _is_word(char: str) -> bool:
     return char.isalnum() or char == "_"
 
 
-class AcceptanceTracker:
-    """The last completion shown to each (key, model), judged by its next prompt."""
+@dataclass(frozen=True)
+class Shown:
+    """A completion shown to an editor, to be judged by its next prompt: the end of the
+    prompt it completed, and its text."""
 
-    def __init__(self, max_keys: int = MAX_KEYS) -> None:
-        self._last: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_keys
+    anchor: str
+    text: str
 
-    def judge(self, key_id: str, model: str, prefix: str) -> Verdict | None:
-        with self._lock:
-            shown = self._last.pop((key_id, model), None)
-        return None if shown is None else judge(shown.anchor, shown.text, prefix)
 
-    def shown(self, key_id: str, model: str, prefix: str, text: str) -> None:
-        if not text.strip() or len(prefix) < MIN_PARTIAL:
-            return  # nothing to take, or no prompt end to find again
-        with self._lock:
-            self._last[key_id, model] = _Shown(prefix[-ANCHOR:], text)
-            self._last.move_to_end((key_id, model))
-            while len(self._last) > self._max:
-                self._last.popitem(last=False)
+def shown(prefix: str, text: str) -> Shown | None:
+    """What a request that showed ``text`` after ``prefix`` leaves to be judged; None when
+    there is nothing to judge (no text, or no prompt end to find again)."""
+    if not text.strip() or len(prefix) < MIN_PARTIAL:
+        return None
+    return Shown(prefix[-ANCHOR:], text)
+
+
+def succeed(last: Shown | None, prefix: str, text: str) -> tuple[Verdict | None, Shown | None]:
+    """When an editor's request ends: its last completion judged by this prompt, and what
+    this one leaves for the next to judge (``text``: what this one showed, if anything).
+    Judged as each request ends, a completion is judged by the prompt of the request that
+    ended after it, even where the next keystroke's request began before it had ended."""
+    verdict = judge(last.anchor, last.text, prefix) if last is not None else None
+    return verdict, shown(prefix, text)

@@ -10,26 +10,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fimgate.config import Settings
 from fimgate.gateway.core import Gateway
 from fimgate.gateway.keys import KeyStore
 from fimgate.gateway.limits import Limits
 from fimgate.gateway.ratelimit import MemoryRateLimiter, RateLimiter
+from fimgate.settings import GatewaySettings, StoreSettings
 from fimgate.store.database import open_database
 
 FIRST_WORKSPACE = "default"
 
 
-def open_gateway(settings: Settings) -> Gateway:
+def open_gateway(settings: GatewaySettings, store: StoreSettings) -> Gateway:
     limiter: RateLimiter
-    if settings.redis_url:
+    if store.redis_url:
         from fimgate.gateway.ratelimit_redis import RedisRateLimiter
 
-        limiter = RedisRateLimiter(settings.redis_url)
+        limiter = RedisRateLimiter(store.redis_url)
     else:
         limiter = MemoryRateLimiter()
     return Gateway(
-        open_database(settings.database),
+        open_database(store.database),
         limiter,
         Limits(rpm=settings.default_rpm, tpm=settings.default_tpm),
         settings.reserve_output_tokens,

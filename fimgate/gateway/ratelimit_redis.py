@@ -3,10 +3,12 @@
 Each bucket is a sorted set (request id scored by admission time) and a hash (request id to
 reserved tokens). Admission is one Lua script, so check-and-add is atomic across replicas,
 and it reads Redis's own clock, so replicas with skewed clocks still agree on the window.
+Tests may pass a ``clock`` instead, to move time by hand; the server never does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import redis.asyncio as redis
@@ -16,7 +18,7 @@ from fimgate.gateway.ratelimit import WINDOW_SECONDS, Decision
 
 # KEYS: log (zset of request ids by time), tokens (hash id -> reserved tokens), used (the
 # hash's running total).  ARGV: rpm, tpm, request id, tokens, window seconds, peek (1: only
-# report the window, admit nothing).
+# report the window, admit nothing), and optionally now (seconds; else Redis's own TIME).
 # Returns: allowed (0/1), requests in window, tokens in window, reset s, retry s, exceeded.
 # An admission is O(log n) plus the expired entries; only a refusal walks the whole log.
 _ADMIT = """
@@ -24,8 +26,11 @@ local log, amounts, total = KEYS[1], KEYS[2], KEYS[3]
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local id, tokens, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local peek = ARGV[6] == '1'
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local now = tonumber(ARGV[7])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
 local used = tonumber(redis.call('GET', total) or '0')
 local expired = redis.call('ZRANGEBYSCORE', log, '-inf', now - window)
 for _, gone in ipairs(expired) do
@@ -89,9 +94,18 @@ return 0
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, window: float = WINDOW_SECONDS, prefix: str = "fimgate") -> None:
+    def __init__(
+        self,
+        url: str,
+        window: float = WINDOW_SECONDS,
+        prefix: str = "fimgate",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock``: for tests only, a time the script takes instead of Redis's own (which
+        every replica shares, whatever its own clock says)."""
         self._redis = redis.Redis.from_url(url)
         self._window = window
+        self._clock = clock
         self._prefix = prefix
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
@@ -110,9 +124,11 @@ class RedisRateLimiter:
     async def _run(
         self, bucket: str, limits: Limits, request_id: str, tokens: int, *, peek: bool
     ) -> Decision:
+        args = [limits.rpm, limits.tpm, request_id, tokens, self._window, int(peek)]
+        if self._clock is not None:
+            args.append(self._clock())  # a float goes as its repr: read back exactly
         allowed, count, used, reset, wait, exceeded = await self._admit(
-            keys=self._keys(bucket),
-            args=[limits.rpm, limits.tpm, request_id, tokens, self._window, int(peek)],
+            keys=self._keys(bucket), args=args
         )
         reason: Literal["requests", "tokens"] | None = exceeded.decode() or None  # type: ignore[assignment]
         return Decision(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from fimgate.engines.base import EngineError
+from fimgate.engines.sessions import Turn
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,8 @@ class Capabilities:
     grammar: bool
     # Progress while a prompt is read, so a long read can step out for a keystroke.
     progress: bool = False
+    # A time bound on generation (llama.cpp's t_max_predict_ms).
+    time_bound: bool = True
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,23 @@ class Sampling:
     ignore_eos: bool = False
     grammar: str = ""
     max_predict_ms: int = 0
-    # Who is typing where (API key and file): requests with the same affinity go where their
-    # prompt is cached while that upstream is healthy and not overloaded.
+
+    def check(self, capabilities: Capabilities) -> None:
+        """Refuse what a transport cannot honour, rather than drop it unsaid."""
+        if self.grammar and not capabilities.grammar:
+            raise EngineError("this engine takes no grammar")
+        if self.max_predict_ms and not capabilities.time_bound:
+            raise EngineError("this engine takes no time bound (FIMGATE_MAX_PREDICT_MS)")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a generation should run, beside what it samples: requests with the same
+    ``affinity`` (an editor and its file) go where their prompt is cached; ``turn`` is held
+    while the engine works on it and let go when that work has ended (engines/sessions.py)."""
+
     affinity: str = ""
+    turn: Turn = field(default_factory=Turn)
 
 
 @dataclass(frozen=True)
@@ -58,8 +77,10 @@ class Transport(Protocol):
 
     def bos_token(self) -> str | None: ...
 
-    def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]: ...
+    def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]: ...
 
     def stats(self) -> dict[str, int]: ...
+
+    def upstreams(self) -> list[dict[str, object]]: ...
 
     async def aclose(self) -> None: ...

@@ -88,6 +88,9 @@ class HttpUpstream(LlamaCppTokenizer):
     def stats(self) -> dict[str, int]:
         return self._counters.snapshot()
 
+    def upstreams(self) -> list[dict[str, object]]:
+        return []  # it is one: the router over it says how it stands
+
     async def aclose(self) -> None:
         await self._api.aclose()
         if self._client is not None:

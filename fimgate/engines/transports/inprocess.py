@@ -8,10 +8,12 @@ fast as llama-cpp-python's build here (see docs/engine.md). Its Python surface i
   thread and streams through the callback; the callback returning True stops generation at
   the next token (or the next prompt batch, with ``return_progress``). Every request goes this
   way, streaming or not, so every request can be cancelled.
-- There is no in-process tokenizer, but the engine's private HTTP listener (loopback, random
-  port, a random key so nothing else on the machine can use it) has ``/tokenize`` with
-  ``parse_special: false``: user text is tokenized as plain text and only the FIM markers
-  become special tokens.
+- There is no tokenizer API, but the extension module exports llama.cpp's C API:
+  ``LlamaVocab`` (llama_vocab.py) loads the GGUF's vocabulary alone and tokenizes through
+  ctypes, user text as plain text (only the FIM markers become special tokens), as the
+  engine's ``/tokenize`` does, without an HTTP round trip per call (4 or more a request).
+- xllamacpp opens llama.cpp's HTTP listener anyway (loopback, random port); a random key
+  keeps everything else on the machine out of it.
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ import xllamacpp
 from fimgate.engines.base import EngineError
 from fimgate.engines.counters import Counters
 from fimgate.engines.flights import Flight, Flights, computed_over
-from fimgate.engines.settings import EngineSettings
-from fimgate.engines.transports.base import Capabilities, Chunk, Sampling
-from fimgate.engines.transports.llamacpp_api import (
-    LlamaCppApi,
-    LlamaCppTokenizer,
-    llama_request,
-    prompt_tokens_read,
-)
+from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling
+from fimgate.engines.transports.llama_vocab import LlamaVocab
+from fimgate.engines.transports.llamacpp_api import llama_request, prompt_tokens_read
+from fimgate.settings import EngineSettings
 
 _END = object()
+# Texts up to this many chars are tokenized on the event loop (under 0.5 ms); longer ones
+# (a prefix, a whole suffix: about 1 ms per 1,000 chars) in a thread, where the GIL is
+# released, so the loop goes on and the texts of one prompt are tokenized side by side.
+# bench/tokenize_cost.py measures both ways.
+INLINE_CHARS = 512
 
 
 def llama_params(model_path: Path, settings: EngineSettings) -> xllamacpp.CommonParams:
@@ -59,18 +62,15 @@ def llama_params(model_path: Path, settings: EngineSettings) -> xllamacpp.Common
     return params
 
 
-class InProcessLlamaCpp(LlamaCppTokenizer):
+class InProcessLlamaCpp:
     capabilities = Capabilities(grammar=True, progress=True)
 
     def __init__(self, model_path: Path, settings: EngineSettings) -> None:
         params = llama_params(model_path, settings)
-        key = secrets.token_urlsafe(32)
-        params.api_keys = [key]
+        params.api_keys = [secrets.token_urlsafe(32)]
         self._server = xllamacpp.Server(params)
-        address = self._server.listening_address
-        if not address.startswith("http"):
-            address = f"http://{address}"
-        self._api = LlamaCppApi(address, {"Authorization": f"Bearer {key}"})
+        # After the server: its start routes llama.cpp's log, which the load would fill.
+        self._vocab = LlamaVocab(model_path)
         self.context_length = settings.n_ctx
         self._pool = ThreadPoolExecutor(settings.n_parallel + 4, thread_name_prefix="llamacpp")
         self._flights = Flights(settings.n_parallel, settings.n_batch)
@@ -87,21 +87,68 @@ class InProcessLlamaCpp(LlamaCppTokenizer):
             "yields",
         )
 
-    async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
+    async def tokenize(self, text: str, pieces: bool = False) -> list[Any]:
+        if len(text) <= INLINE_CHARS:
+            return self._vocab.tokenize(text, pieces)
+        return await asyncio.to_thread(self._vocab.tokenize, text, pieces)
+
+    def special_token(self, marker: str) -> int | None:
+        return self._vocab.special_token(marker)
+
+    def bos_token(self) -> str | None:
+        return self._vocab.bos_token()
+
+    async def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]:
         """One llama.cpp completion in a worker thread, its chunks bridged to the event loop.
 
         Closing this iterator (client gone, stop string reached) sets ``cancel``; the callback
-        then answers True and llama.cpp stops at its next token or prompt batch.
+        then answers True and llama.cpp stops at its next token or prompt batch. The route's
+        turn is held until the worker thread has returned: then llama.cpp has let go of the
+        slot, and the editor's next request, which waits for that, lands where it is cached.
         """
-        request = llama_request(ids, sampling)
+        sampling.check(self.capabilities)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         flight = Flight(ids)
+        self._flights.add(flight)
+        route.turn.hold()
+        request = llama_request(ids, sampling)
+        running = loop.run_in_executor(self._pool, self._work, request, flight, loop, queue)
+        running.add_done_callback(lambda _: self._landed(flight, route))
+        self._counters.add(prompt_tokens_sent=len(ids))
+        predicted, finished = 0, False
+        try:
+            while (chunk := await queue.get()) is not _END:
+                if "error" in chunk or "choices" not in chunk:
+                    error = chunk.get("error", chunk)
+                    raise EngineError(f"llama.cpp: {error.get('message', error)}")
+                timings = chunk.get("timings") or {}
+                now = timings.get("predicted_n", predicted)
+                self._counters.add(generated_tokens=now - predicted)
+                predicted = now
+                choice = chunk["choices"][0]
+                finished = choice.get("finish_reason") is not None
+                yield Chunk(choice.get("text") or "", predicted, choice.get("finish_reason"))
+        finally:
+            if not finished:
+                route.turn.stop()
+            flight.cancel.set()
+
+    def _landed(self, flight: Flight, route: Route) -> None:
+        self._flights.leave(flight)
+        route.turn.let_go()
+
+    def _work(
+        self, request: dict[str, Any], flight: Flight, loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Any],
+    ) -> None:  # fmt: skip
+        """The completion, in a worker thread; it steps out of its slot for waiting requests
+        while it reads a long prompt (flights.py), and goes back in once they started."""
         made_way_for: list[Flight] = []  # the requests it stepped out for, when it did
         # Per submission (stepping out makes another): [cache found, prompt tokens computed].
         reads: list[list[int]] = []
 
-        def on_chunk(chunk: dict[str, Any]) -> bool:  # worker thread
+        def on_chunk(chunk: dict[str, Any]) -> bool:
             flight.started.set()
             read = reads[-1]
             read[1] = max(read[1], prompt_tokens_read(chunk))
@@ -115,61 +162,35 @@ class InProcessLlamaCpp(LlamaCppTokenizer):
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return flight.cancel.is_set()
 
-        def work() -> None:  # worker thread
-            self._counters.add(active=1, requests=1)
-            try:
-                while True:
-                    made_way_for.clear()
-                    reads.append([-1, 0])
-                    self._server.handle_completions(request, on_chunk)
-                    if not made_way_for or flight.cancel.is_set():
-                        break
-                    self._counters.add(yields=1)
-                    # Back in the queue once they started: llama.cpp puts it back in the
-                    # slot that holds what it read so far.
-                    Flights.wait_started(made_way_for)
-                    flight.started.clear()
-            except Exception as exc:  # surfaced to the caller as an EngineError
-                loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(exc)}})
-            finally:
-                self._counters.add(
-                    active=-1,
-                    cancelled=int(flight.cancel.is_set()),
-                    prompt_tokens_computed=computed_over(reads),
-                )
-                with contextlib.suppress(RuntimeError):  # loop closed at shutdown
-                    loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-        await self._flights.enter(flight)
-        running = loop.run_in_executor(self._pool, work)
-        running.add_done_callback(lambda _: self._flights.leave(flight))
-        self._counters.add(prompt_tokens_sent=len(ids))
-        predicted = 0
+        self._counters.add(active=1, requests=1)
         try:
-            while (chunk := await queue.get()) is not _END:
-                if "error" in chunk or "choices" not in chunk:
-                    error = chunk.get("error", chunk)
-                    raise EngineError(f"llama.cpp: {error.get('message', error)}")
-                timings = chunk.get("timings") or {}
-                now = timings.get("predicted_n", predicted)
-                self._counters.add(generated_tokens=now - predicted)
-                predicted = now
-                choice = chunk["choices"][0]
-                yield Chunk(choice.get("text") or "", predicted, choice.get("finish_reason"))
+            while True:
+                made_way_for.clear()
+                reads.append([-1, 0])
+                self._server.handle_completions(request, on_chunk)
+                if not made_way_for or flight.cancel.is_set():
+                    break
+                self._counters.add(yields=1)
+                # Back in the queue once they started: llama.cpp puts it back in the slot that
+                # holds what it read so far.
+                Flights.wait_started(made_way_for)
+                flight.started.clear()
+        except Exception as exc:  # surfaced to the caller as an EngineError
+            loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(exc)}})
         finally:
-            flight.cancel.set()
-
-    def complete_raw(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One request as llama.cpp takes it, blocking; its last chunk (bench tools read
-        log-probabilities from it)."""
-        chunks: list[dict[str, Any]] = []
-        self._server.handle_completions(request, lambda chunk: chunks.append(chunk) or False)
-        return chunks[-1]
+            computed = computed_over(reads)
+            self._counters.add(active=-1, cancelled=int(flight.cancel.is_set()),
+                               prompt_tokens_computed=computed)  # fmt: skip
+            with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
 
     def stats(self) -> dict[str, int]:
         return self._counters.snapshot()
 
+    def upstreams(self) -> list[dict[str, object]]:
+        return []  # the model is here
+
     async def aclose(self) -> None:
-        await self._api.aclose()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._server = None  # type: ignore[assignment]  # frees the model and its threads
+        self._vocab.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from fimgate.engines.transports.base import Capabilities, Chunk, Sampling
+from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling
 from fimgate.engines.transports.http_upstream import (
     HttpUpstream,
     UpstreamUnavailable,
@@ -26,7 +26,9 @@ class LlamaCppServer(HttpUpstream):
         # Requests it serves at once; the router sends more only where every other is fuller.
         self.slots: int | None = self._api.props().get("total_slots")
 
-    async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
+    async def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]:
+        """One completion; every option of ``sampling`` is llama.cpp's own. ``route`` is the
+        router's: it chose this server."""
         body = llama_request(ids, sampling)
         self._counters.add(active=1, requests=1, prompt_tokens_sent=len(ids))
         predicted, computed, finished = 0, 0, False

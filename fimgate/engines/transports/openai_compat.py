@@ -5,7 +5,8 @@ Such an API has no tokenizer that keeps user text as text, so this transport bor
 a llama.cpp ``/tokenize`` (``parse_special: false``) at ``tokenizer_url``, by default the
 upstream itself (llama.cpp has it; for vLLM or SGLang, point it at a llama.cpp server with
 the same model). The prompt goes as token ids, so a marker written in user text stays text.
-No grammar is assumed: the prompt keeps the typed text as typed (prompt_builder.py).
+No grammar is assumed: the prompt keeps the typed text as typed (prompt_builder.py). Nor a
+time bound: a deployment that sets one cannot use such upstreams (fim_engine.py refuses).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from fimgate.engines.base import EngineError
-from fimgate.engines.transports.base import Capabilities, Chunk, Sampling
+from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling
 from fimgate.engines.transports.http_upstream import (
     HttpUpstream,
     UpstreamUnavailable,
@@ -26,7 +27,7 @@ from fimgate.engines.transports.http_upstream import (
 
 
 class OpenAICompatible(HttpUpstream):
-    capabilities = Capabilities(grammar=False)
+    capabilities = Capabilities(grammar=False, time_bound=False)
 
     def __init__(
         self,
@@ -49,7 +50,8 @@ class OpenAICompatible(HttpUpstream):
         except (httpx.HTTPError, KeyError, IndexError) as exc:
             raise EngineError(f"{self.url}/v1/models lists no model: {exc!r}") from exc
 
-    async def run(self, ids: list[int], sampling: Sampling) -> AsyncIterator[Chunk]:
+    async def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]:
+        sampling.check(self.capabilities)
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": ids,

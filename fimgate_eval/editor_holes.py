@@ -66,7 +66,7 @@ NODE_PACKAGES = {
         ("gaxios", "build/src"),
     ),
 }  # fmt: skip
-NODE_MODULES = Path(__file__).resolve().parents[2] / "tests" / "continue" / "node_modules"
+NODE_MODULES = Path(__file__).resolve().parents[1] / "tests" / "continue" / "node_modules"
 # Tasks per language in the full set (the headline figure), and the share that is cross-file.
 COUNTS = {"py": 168, "ts": 100, "js": 72}
 CROSS_FILE_SHARE = 0.4

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fimgate.evals.runner import Completion
+from fimgate_eval.runner import Completion
 
 
 class Journal:

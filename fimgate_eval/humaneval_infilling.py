@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fimgate.evals.humaneval_fim import answer_line
+from fimgate_eval.humaneval_fim import answer_line
 
 FILES = {
     "single-line": "HumanEval-SingleLineInfilling.jsonl.gz",

@@ -33,10 +33,10 @@ from typing import Any
 import httpx
 from rapidfuzz import fuzz
 
-from fimgate.evals.continue_wire import render
-from fimgate.evals.direct import DirectLlama, Segment
-from fimgate.evals.editor_holes import HoleTask
-from fimgate.evals.runner import Completion, Endpoint
+from fimgate_eval.continue_wire import render
+from fimgate_eval.direct import DirectLlama, Segment
+from fimgate_eval.editor_holes import HoleTask
+from fimgate_eval.runner import Completion, Endpoint
 
 MAX_TOKENS = {"single": 48, "multi": 160}
 

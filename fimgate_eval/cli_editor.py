@@ -12,12 +12,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fimgate import modelpack
-from fimgate.config import Settings
-from fimgate.evals import editor_holes, editor_suite
-from fimgate.evals.continue_wire import FORMATS
-from fimgate.evals.direct import DirectLlama
-from fimgate.evals.journal import Journal
-from fimgate.evals.runner import Completion, started_server
+from fimgate.settings import EngineSettings, StoreSettings
+from fimgate_eval import editor_holes, editor_suite
+from fimgate_eval.continue_wire import FORMATS
+from fimgate_eval.direct import DirectLlama
+from fimgate_eval.journal import Journal
+from fimgate_eval.runner import Completion, started_server
 
 SUBSETS = {
     "all": lambda r: True,
@@ -56,14 +56,14 @@ def _run_model(
     threads: int | None, json_path: Path | None, resume: bool, console: Console,
 ) -> tuple[list[dict[str, Any]], float]:  # fmt: skip
     """One model's completions (the journal's, and the rest made now), as scored records."""
-    path = modelpack.locate(model, Settings().data_dir)
+    path = modelpack.locate(model, StoreSettings().data_dir)
     journal_path = json_path.with_suffix(f".{model}.partial.jsonl") if json_path else None
     journal = Journal(journal_path, model, resume)
     made = dict(journal.made)
     todo = sum(1 for t in tasks for w in ways if w.applies(t) and (w.key, t.name) not in made)
     if todo:
         with started_server(model, threads) as endpoint, Progress(console=console) as progress:
-            llama = DirectLlama(path, threads or Settings().threads)
+            llama = DirectLlama(path, threads or EngineSettings().threads)
             bar = progress.add_task(f"{model}: editor holes", total=todo)
 
             def finished(key: str, task: editor_holes.HoleTask, done: Completion) -> None:

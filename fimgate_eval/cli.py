@@ -12,12 +12,13 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from fimgate.cli_eval_editor import editor_eval
-from fimgate.config import CODESTRAL_ALIASES
-from fimgate.evals import humaneval_fim, humaneval_infilling
-from fimgate.evals.continue_wire import FORMATS
-from fimgate.evals.journal import Journal
-from fimgate.evals.runner import (
+from fimgate.engines.loading import CODESTRAL_ALIASES
+from fimgate.modelpack import DEFAULT_MODEL
+from fimgate_eval import humaneval_fim, humaneval_infilling
+from fimgate_eval.cli_editor import editor_eval
+from fimgate_eval.continue_wire import FORMATS
+from fimgate_eval.journal import Journal
+from fimgate_eval.runner import (
     HUMANEVAL_SETTINGS,
     Completion,
     Endpoint,
@@ -25,8 +26,7 @@ from fimgate.evals.runner import (
     run,
     started_server,
 )
-from fimgate.evals.sandbox import run_program
-from fimgate.modelpack import DEFAULT_MODEL
+from fimgate_eval.sandbox import run_program
 
 
 @click.command("eval")

@@ -15,9 +15,9 @@ from typing import Protocol, TypeVar
 
 import httpx
 
-from fimgate.config import CODESTRAL_ALIASES
-from fimgate.evals.humaneval_fim import MAX_TOKENS, SUFFIX_TOKENS
+from fimgate.engines.loading import CODESTRAL_ALIASES
 from fimgate.local_process import free_port, stop, wait_until_up
+from fimgate_eval.humaneval_fim import MAX_TOKENS, SUFFIX_TOKENS
 
 
 class FimTask(Protocol):

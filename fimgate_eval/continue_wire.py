@@ -17,7 +17,7 @@ as a client without editor context sends them. The benchmark sends each task in 
 
 from __future__ import annotations
 
-from fimgate.evals.editor_holes import HoleTask
+from fimgate_eval.editor_holes import HoleTask
 
 FORMATS = ("bare", "codestral", "qwen", "comments")
 QWEN_SENTINEL = "<|system_separator_istruction_repository_level|>"

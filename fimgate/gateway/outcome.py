@@ -1,0 +1,82 @@
+"""A request's state while it runs, and the one record it leaves when it ends.
+
+The serving step moves a request through ``RequestState`` (as llama.cpp moves a slot through
+its states) and, when it ends, makes one immutable ``Outcome``. The ledger row, the rate
+limiter's settle, the metrics and the log line are all made from that record, once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fimgate.gateway.acceptance import Verdict
+from fimgate.gateway.keys import Principal
+from fimgate.gateway.ratelimit import Decision
+
+
+class RequestState(enum.Enum):
+    RECEIVED = "received"  # its body is read, its model resolved, its prompt encoded
+    ADMITTED = "admitted"  # the rate limiter took it; waiting for its first token
+    GENERATING = "generating"  # tokens flow to the client
+    # How it ended: one of these, once.
+    ANSWERED = "answered"
+    REFUSED = "refused"  # an error answer (4xx, or 503 before the engine ran)
+    CANCELLED = "cancelled"  # the client left
+    FAILED = "failed"  # the engine failed, or a fault of ours
+
+    @property
+    def ended(self) -> bool:
+        return self in (RequestState.ANSWERED, RequestState.REFUSED, RequestState.CANCELLED,
+                        RequestState.FAILED)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the rate limiter reserved for a request: settled to the real count at its end."""
+
+    bucket: str
+    decision: Decision
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request_id: str
+    client_request_id: str | None  # the client's x-request-id, when it sent one
+    principal: Principal
+    created_at: datetime
+    model: str | None
+    stream: bool
+    state: RequestState
+    status: int  # the HTTP status it had, or would have had (a stream cut by an engine: 503)
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    ttft_s: float | None  # to the first token, when one was sent
+    admission: Admission | None  # None: refused before the rate limiter took it
+    decision: Decision | None  # the rate limiter's last word on it, for its headers
+    judged: Verdict | None  # the editor's previous completion, judged by this prompt
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state is RequestState.CANCELLED
+
+    def ledger_row(self) -> dict[str, Any]:
+        """Its row in the usage ledger (store/tables.py UsageRecord)."""
+        return dict(
+            request_id=self.request_id,
+            created_at=self.created_at,
+            workspace_id=self.principal.workspace_id,
+            key_id=self.principal.key_id,
+            model=self.model,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            status=self.status,
+            latency_ms=self.latency_s * 1000,
+            cancelled=self.cancelled,
+            prev_shown_chars=self.judged.shown_chars if self.judged else None,
+            prev_accepted_chars=self.judged.accepted_chars if self.judged else None,
+        )
