@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from fimgate.local_process import free_port, stop, wait_until_up
-
-# Runs ``fimgate`` from another checkout with this venv: the editable install's finder would
-# otherwise import this checkout's package whatever PYTHONPATH says.
-RUN_FROM = (
-    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)];"
-    "sys.path.insert(0, sys.argv.pop(1)); from fimgate.cli import main; main()"
-)
+from fimgate_eval.runner import fimgate_command
 
 
 @dataclass
@@ -45,10 +38,7 @@ def start_fimgate(
         "serve", "--model", model, "--port", str(port), "--data-dir", str(folder),
         "--database-url", database, "--bootstrap-key-file", str(folder / "key"), *args,
     ]  # fmt: skip
-    if checkout is None:
-        command = [str(Path(sys.executable).parent / "fimgate"), *serve]
-    else:
-        command = [sys.executable, "-c", RUN_FROM, str(checkout), *serve]
+    command = [*fimgate_command(str(checkout) if checkout else None), *serve]
     log = folder / "server.log"
     with log.open("w") as out:
         process = subprocess.Popen(

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from local_server import RUN_FROM
 
 from fimgate.local_process import free_port, stop, wait_until_up
+from fimgate_eval.runner import fimgate_command
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -116,7 +116,7 @@ def first_key(folder: Path) -> dict[str, str]:
 
 
 def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str | None) -> Target:
-    folder = Path(tempfile.mkdtemp(prefix=f"fimgate-bench-{name}-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"fimgate-bench-{name.partition('@')[0]}-"))
     log = folder / "log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -145,12 +145,10 @@ def start(name: str, model: Path, threads: int, parallel: int, lcp_python: str |
             "--data-dir", str(folder), *(arg for url in urls for arg in ("--upstream", url)),
         ]  # fmt: skip
     elif name == "fimgate" or name.startswith("fimgate@"):
-        run = [str(fimgate)]
-        if name.startswith("fimgate@"):
-            run = [sys.executable, "-c", RUN_FROM, name.partition("@")[2]]
         command = [
-            *run, "serve", "--model", str(model), "--port", str(port),
-            "--threads", str(threads), "--parallel", str(parallel), "--data-dir", str(folder),
+            *fimgate_command(name.partition("@")[2] or None), "serve", "--model", str(model),
+            "--port", str(port), "--threads", str(threads), "--parallel", str(parallel),
+            "--data-dir", str(folder),
         ]  # fmt: skip
     elif name == "llama.cpp":
         script = ROOT / "bench" / "llamacpp_server.py"

@@ -85,18 +85,34 @@ def run(
 HUMANEVAL_SETTINGS = {"FIMGATE_MAX_SUFFIX_TOKENS": str(SUFFIX_TOKENS)}
 
 
+# Runs ``fimgate`` from another checkout with this venv: the editable install's finder would
+# otherwise import this checkout's package whatever PYTHONPATH says.
+RUN_FROM = (
+    "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)];"
+    "sys.path.insert(0, sys.argv.pop(1)); from fimgate.cli import main; main()"
+)
+
+
+def fimgate_command(checkout: str | None = None) -> list[str]:
+    """``fimgate`` as this checkout has it, or as ``checkout`` (another one) has it."""
+    if checkout:
+        return [sys.executable, "-c", RUN_FROM, checkout]
+    return [str(Path(sys.executable).parent / "fimgate")]
+
+
 @contextmanager
 def started_server(
     model: str, threads: int | None, settings: dict[str, str] | None = None
 ) -> Iterator[Endpoint]:
     """A ``fimgate serve`` of ``model`` on loopback with a throwaway database and key, with
     ``settings`` (FIMGATE_* variables) over its defaults and no rate limits (a benchmark
-    measures completions, not the policy)."""
+    measures completions, not the policy). With ``FIMGATE_EVAL_CHECKOUT=PATH`` in the
+    environment, the server is another checkout's (an earlier commit, to compare)."""
     with tempfile.TemporaryDirectory(prefix="fimgate-eval-") as folder:
         port = free_port()
         key_file = Path(folder) / "key"
         command = [
-            str(Path(sys.executable).parent / "fimgate"), "serve", "--model", model,
+            *fimgate_command(os.environ.get("FIMGATE_EVAL_CHECKOUT")), "serve", "--model", model,
             "--port", str(port),
             "--database-url", f"sqlite:///{folder}/eval.db", "--bootstrap-key-file", str(key_file),
         ]  # fmt: skip

@@ -47,8 +47,7 @@ def test_sigkill_under_load_loses_no_answered_row(backend: str, request) -> None
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(6)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 120
-    while len(answered) < 20 and time.monotonic() < deadline:
+    while len(answered) < 20:  # however long this machine takes (pytest's timeout bounds it)
         time.sleep(0.05)
     server.process.send_signal(signal.SIGKILL)  # mid-load: requests are in flight
     server.process.wait(timeout=30)

@@ -10,7 +10,8 @@ The router checks its upstreams' health in the background from the moment it fir
 the first check at once, the next ones ``interval`` seconds later (an hour here, unless a
 test says otherwise). ``serving`` lets that first check end before a test begins, so the
 checks a test makes (``check_health()``) are the only ones it meets. Nothing here waits on
-the clock: ``until`` yields to the event loop until what it waits for has happened.
+the clock: ``until`` yields to the event loop until what it waits for has happened, and
+events sequence the rest.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ async def serving(*upstreams: Upstream | FakeUpstream, **options: Any) -> AsyncI
         await router.check_health()  # after the first background check, which holds the lock
         yield router
     finally:
-        await router.aclose()
+        await close(router)
 
 
 async def answer(
@@ -200,10 +201,22 @@ def key_for(router: Router, url: str) -> str:
     raise AssertionError(f"no key lands on {url}")
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the event loop until ``condition`` holds (a hang is pytest's timeout)."""
-    while not condition():
+async def until(condition: Callable[[], bool], turns: int = 1_000_000) -> None:
+    """Yield to the event loop until ``condition`` holds. What a test waits for here comes
+    within a few turns of the loop, or one of the router's pauses (10 to 25 ms, a few thousand
+    turns); ``turns`` only ends a wait for what never comes (seconds), as a failure."""
+    for _ in range(turns):
+        if condition():
+            return
         await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+async def close(router: Router) -> None:
+    """``router.aclose()``, which ends within a few turns of the loop (else a failure)."""
+    closing = asyncio.ensure_future(router.aclose())
+    await until(closing.done)
+    await closing
 
 
 def row(router: Router, url: str) -> dict[str, object]:
@@ -738,8 +751,8 @@ async def test_aclose_stops_the_health_checks_and_closes_the_upstreams() -> None
     a, b, c = fakes(3)
     router = Router([upstream(a), upstream(b), upstream(c, reachable=False)], interval=0)
     await answer(router)
-    await until(lambda: a.health_calls >= 3)
-    await router.aclose()
+    await until(lambda: a.health_calls >= 3)  # checked again and again
+    await close(router)
     checks = a.health_calls
     for _ in range(20):
         await asyncio.sleep(0)

@@ -33,8 +33,6 @@ FAST_HEALTH = {
     "FIMGATE_UPSTREAM_HEALTH_INTERVAL_S": "0.5",
     "FIMGATE_UPSTREAM_HEALTH_TIMEOUT_S": "5",
 }
-# Long enough to hang on, as a test waiting for an ejection does; not a bound on the result.
-PATIENCE_S = 120
 
 
 def _body(prompt: str, **more: object) -> dict:
@@ -46,10 +44,9 @@ def _editor_prompt(i: int) -> str:
 
 
 def _until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE_S
+    """Waits until ``check()`` holds, however long this machine takes (``what`` it waits for
+    shows in pytest's timeout report, which bounds it)."""
     while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
         time.sleep(0.2)
 
 

@@ -186,8 +186,8 @@ class FimServing:
                 live.stream = bool(asked.stream)
                 served = self._resolve(region, asked.model)
                 live.model = served.name
-                job = mistral_fim.job(asked, self._editor(principal, served), self._temperature)
-                live.job = job
+                editor = Editor(principal.key_id, served.name)
+                live.job = job = mistral_fim.job(asked, editor, self.settings.default_temperature)
                 prompt = await self._encode(live, served, job)
                 await self._admit(live, served, prompt)
             except EngineFailed as error:
@@ -221,20 +221,12 @@ class FimServing:
 
     # -- resolve, encode, admit ------------------------------------------------------------
 
-    @property
-    def _temperature(self) -> float:
-        return self.settings.default_temperature
-
     def _resolve(self, region: str | None, model: str) -> ServedModel:
         check_region(self.settings.regions, region)
         try:
             return self.registry.resolve(model)
         except UnknownModel as exc:
             raise ApiError(404, str(exc), code="model_not_found", param="model") from None
-
-    @staticmethod
-    def _editor(principal: Principal, served: ServedModel) -> Editor:
-        return Editor(principal.key_id, served.name)
 
     async def _encode(self, live: Live, served: ServedModel, job: FimJob) -> EncodedPrompt:
         try:

@@ -82,7 +82,7 @@ class Upstream:
     def score(self, affinity: str) -> float:
         """Weighted rendezvous score: the highest takes the affinity key."""
         digest = hashlib.blake2b(f"{affinity}\0{self.url}".encode(), digest_size=8).digest()
-        unit = (int.from_bytes(digest) + 1) / (2**64 + 1)  # in (0, 1)
+        unit = ((int.from_bytes(digest) >> 11) + 0.5) / 2**53  # in (0, 1), never 1.0
         return -self.weight / math.log(unit)
 
 
@@ -201,6 +201,9 @@ class Router:
                 if started:
                     raise
                 self._counters.add(retried=1)
+            except EngineError:
+                ended = True  # the upstream answered with an error: no slot left to watch
+                raise
             finally:
                 upstream.in_flight -= 1
                 pump.cancel()
@@ -297,9 +300,11 @@ class Router:
         # One never reached yet: try to, off the event loop.
         if upstream.transport is None and (why := await asyncio.to_thread(self._join, upstream)):
             return why
-        if not await upstream.transport.health(self._timeout):  # type: ignore[union-attr]
-            return f"/health did not answer 200 within {self._timeout} s"
-        return None
+        try:
+            healthy = await upstream.transport.health(self._timeout)  # type: ignore[union-attr]
+        except Exception as exc:  # a check that fails says so, and the next one still runs
+            return repr(exc)
+        return None if healthy else f"/health did not answer 200 within {self._timeout} s"
 
     def _join(self, upstream: Upstream) -> str | None:
         """Reach an upstream that was down at start, and check it runs the same model."""
@@ -342,6 +347,8 @@ class Router:
         return totals
 
     async def aclose(self) -> None:
+        for task in list(self._tasks):  # release watches: each lets go of its turn
+            task.cancel()
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
