@@ -15,7 +15,7 @@ import click
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from fimgate.settings import ENV_PREFIX, Settings, default_text, fields, flag_of
+from fimgate.settings import ENV_PREFIX, SECTIONS, Settings, default_text, fields, flag_of
 
 Command = Callable[..., Any]
 
@@ -32,8 +32,7 @@ def _option(name: str, info: FieldInfo, flag: str) -> Callable[[Command], Comman
     help_text = f"{info.description} [default: {default_text(info)}; {ENV_PREFIX}{name.upper()}]"
     common: dict[str, Any] = {"help": help_text, "default": None}
     if kind is bool:
-        flag = f"{flag}/--no-{flag.removeprefix('--')}"
-        return click.option(flag, name, **common)
+        return click.option(flag, name, **common)  # flag_of made it --x/--no-x
     if typing.get_origin(kind) is list:
         return click.option(flag, name, multiple=True, **common)
     if typing.get_origin(kind) is Literal:
@@ -74,8 +73,6 @@ def load(**given: Any) -> Settings:
 
 def flagged(*sections: str, leave: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Every setting of ``sections`` that has a flag, but ``leave``."""
-    from fimgate.settings import SECTIONS
-
     return tuple(
         name
         for section in sections

@@ -280,8 +280,12 @@ def _extra(info: FieldInfo, key: str) -> Any:
 
 
 def flag_of(name: str, info: FieldInfo) -> str | None:
+    """The setting's flag as click declares it (``--x/--no-x`` for a switch), or None."""
     flag = _extra(info, "flag")
-    return None if flag is None else str(flag or "--" + name.replace("_", "-"))
+    if flag is None:
+        return None
+    flag = str(flag or "--" + name.replace("_", "-"))
+    return f"{flag}/--no-{flag[2:]}" if info.annotation is bool else flag
 
 
 def default_text(info: FieldInfo) -> str:
@@ -304,8 +308,6 @@ def markdown_table() -> str:
     for section, model in SECTIONS.items():
         for name, info in model.model_fields.items():
             flag = flag_of(name, info)
-            if flag and info.annotation is bool:
-                flag = f"{flag}/--no-{flag[2:]}"
             rows.append(
                 f"| `{ENV_PREFIX}{name.upper()}` | {f'`{flag}`' if flag else ''} "
                 f"| `{default_text(info)}` | {section}: {info.description} |"

@@ -28,20 +28,11 @@ from fimgate.gateway.core import Gateway
 from fimgate.gateway.ratelimit import MemoryRateLimiter
 from fimgate.gateway.usage import UsageRow
 from fimgate.settings import Settings
+from tests.clock import Clock
 from tests.engine_double import ScriptedTransport
 
 MODEL = "test-model"
 URL = "/v1/fim/completions"
-
-
-class Clock:
-    """Time as the test says: the rate limiter's and the editor sessions'."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

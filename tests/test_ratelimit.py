@@ -19,25 +19,12 @@ import redis.asyncio as redis
 from fimgate.gateway.limits import Limits
 from fimgate.gateway.ratelimit import WINDOW_SECONDS, Decision, MemoryRateLimiter, RateLimiter
 from fimgate.gateway.ratelimit_redis import RedisRateLimiter
+from tests.clock import Clock
 from tests.services import RedisServer
 
 T = TypeVar("T")
 
 WINDOW = WINDOW_SECONDS  # the server's minute: waiting it out costs nothing on this clock
-
-
-class Clock:
-    """Time that passes only when the test says. It starts at a round number and moves by
-    binary fractions, so every time and every wait below is exact in floating point."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Backend:

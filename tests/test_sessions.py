@@ -9,16 +9,9 @@ import pytest
 
 from fimgate.engines.base import Editor
 from fimgate.engines.sessions import EditorSessions, Turn
+from tests.clock import Clock
 
 pytestmark = pytest.mark.fast
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_each_editor_has_its_own_memory() -> None:

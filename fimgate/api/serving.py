@@ -339,15 +339,9 @@ class FimServing:
         the reservation settled (the gateway), the metrics, the log line. Once."""
         if live.state.ended:
             return
-        if live.job is not None and live.job.editor is not None:
-            # The editor's last completion, judged by this prompt (gateway/acceptance.py).
-            memory = self.sessions.memory(live.job.editor)
-            live.judged, memory.shown = acceptance.succeed(
-                memory.shown, live.job.prefix, live.shown
-            )
+        self._judge(live)
         outcome = live.end(state, status)
-        if outcome is None:
-            return
+        assert outcome is not None  # it had not ended: checked above
         started = time.monotonic()
         try:
             await self.gateway.settle(outcome)
@@ -355,6 +349,14 @@ class FimServing:
             self.in_flight -= 1
             self.metrics.record(outcome, ledger_seconds=time.monotonic() - started)
             log_request(outcome)
+
+    def _judge(self, live: Live) -> None:
+        """The editor's last completion, judged by this prompt; what this one showed is kept
+        for its next to judge (gateway/acceptance.py)."""
+        job = live.job
+        if job is not None and job.editor is not None:
+            memory = self.sessions.memory(job.editor)
+            live.judged, memory.shown = acceptance.succeed(memory.shown, job.prefix, live.shown)
 
     async def _refuse(
         self, live: Live, error: ApiError, state: RequestState = RequestState.REFUSED
