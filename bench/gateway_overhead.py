@@ -76,7 +76,7 @@ async def whole_gateway(database_url: str, limiter: RateLimiter, n: int) -> list
         admission = await gateway.admit(principal, request_id, "model", (), 500, 64)
         await gateway.settle(
             Outcome(
-                request_id, None, principal, utcnow(), "model", False, RequestState.ANSWERED,
+                request_id, "fim", None, principal, utcnow(), "model", False, RequestState.ANSWERED,
                 200, 500, 20, 0.01, 0.005, admission, admission.decision, None,
             )
         )  # fmt: skip

@@ -18,6 +18,10 @@ MODEL is a packaged model name (default qwen2.5-coder-0.5b) or a GGUF path. Work
 - cold-1, cold-4: unrelated ~1,000-token prompts, one at a time, then 4 at once.
 - steady-4: 4 clients sending keystroke prompts back to back, full completions, for a fixed
   time.
+- replay-N+chat-M: replay-N while M chat streams run beside it (Continue's chat role: each a
+  ~250-token answer about a ~300-token question, one after the other until the replay ends),
+  started and writing before the replay's clock starts. Beside replay-N alone, it shows what
+  chat costs the person typing. The chats' tokens per second are printed apart.
 Prints a table per workload and the ratios to the best peer, writes bench/serving.json after
 every workload (a run cut short keeps what it measured). Ratios between servers in one run
 are the result; absolute times vary ±30% between runs on these machines.
@@ -34,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +83,7 @@ class Result:
     prompt_sent: int | None = None
     prompt_computed: int | None = None
     generated: int | None = None
+    chat_pieces: int | None = None  # chat chunks written during a +chat workload
     went_on: int | None = None  # answered from a suggestion typed along (fimgate)
     drain_cpu: float = 0.0  # CPU the server burnt after the last client got its answer
 
@@ -184,6 +190,43 @@ async def replay(target: Target, sessions: list[list[Prompt]], tick, mark) -> li
     return [s for samples in per_editor for s in samples]
 
 
+CHAT_QUESTION = (
+    "Explain step by step what this Python code does, and suggest two improvements:\n\n"
+    + (Path(__file__).resolve().parent.parent / "fimgate/engines/stops.py").read_text()[:1200]
+)
+
+
+async def chat_beside(
+    target: Target, chats: int, run: Callable[[], Awaitable[list[Sample]]], counted: list[int]
+) -> list[Sample]:
+    """``run`` while ``chats`` chat streams write answers, each one after the other; they
+    write (first chunk in) before ``run`` starts. ``counted``: chat chunks during ``run``."""
+    body = {"model": "codestral-latest", "messages": [{"role": "user", "content": CHAT_QUESTION}],
+            "max_tokens": 256, "temperature": 0, "stream": True}  # fmt: skip
+    writing = [asyncio.Event() for _ in range(chats)]
+    measuring = asyncio.Event()
+
+    async def chatter(started: asyncio.Event) -> None:
+        async with httpx.AsyncClient(timeout=600, headers=target.headers) as client:
+            while True:
+                path = target.url + "/v1/chat/completions"
+                async with client.stream("POST", path, json=body) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: {"):
+                            started.set()
+                            counted[0] += measuring.is_set()
+
+    tasks = [asyncio.create_task(chatter(event)) for event in writing]
+    try:
+        await asyncio.gather(*(event.wait() for event in writing))
+        measuring.set()
+        return await run()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def cold_run(
     target: Target, prompts: list[Prompt], together: bool, tick, mark
 ) -> list[Sample]:
@@ -257,7 +300,12 @@ def measure(target: Target, workload: str, run, progress: Progress, total: int) 
         before.update(_counters(target))
         start.update(cpu=target.cpu_seconds(), t=time.perf_counter())
 
-    result.samples = asyncio.run(run(lambda: progress.advance(task), mark))
+    counted = [0]
+    if "+chat-" in workload:
+        result.samples = asyncio.run(run(lambda: progress.advance(task), mark, counted))
+        result.chat_pieces = counted[0]
+    else:
+        result.samples = asyncio.run(run(lambda: progress.advance(task), mark))
     result.wall = time.perf_counter() - start["t"]
     cpu_end = target.cpu_seconds()
     result.cpu = cpu_end - start["cpu"]
@@ -306,6 +354,11 @@ def main() -> None:
         "steady-4": (lambda t, *a: steady(t, four_editors, args.steady_seconds, *a), 0),
     }  # fmt: skip
     chosen = [w for w in args.workloads.split(",") if w]
+    chat_counts: dict[tuple[str, str], tuple[int, float]] = {}
+    for workload in chosen:
+        base, _, chats = workload.partition("+chat-")
+        if chats:
+            plans[workload] = (_with_chat(plans[base][0], int(chats)), plans[base][1])
     results: list[Result] = []
     console = Console(width=max(Console().width, 180))  # the tables are wide
     with Progress(console=console) as progress:
@@ -316,15 +369,31 @@ def main() -> None:
                 for workload in chosen:
                     plan, total = plans[workload]
                     run = functools.partial(plan, target)
-                    results.append(measure(target, workload, run, progress, total))
+                    result = measure(target, workload, run, progress, total)
+                    results.append(result)
+                    if "+chat-" in workload:
+                        chat_counts[name, workload] = (result.chat_pieces, result.wall)
                     save(args, model, results)  # a run cut short keeps what it measured
             finally:
                 target.stop()
     report(results, console)
     console.print(targets_table(results))
+    for (name, workload), (pieces, wall) in chat_counts.items():
+        console.print(f"{name} {workload}: chats wrote {pieces} chunks, "
+                      f"{pieces / wall:.1f}/s during the replay")  # fmt: skip
     if args.markdown:
         args.markdown.write_text(markdown(args, model, results))
         console.print(f"wrote {args.markdown}")
+
+
+def _with_chat(plan: Callable[..., Awaitable[list[Sample]]], chats: int):
+    """``plan`` with ``chats`` chat streams beside it (``chat_beside``)."""
+
+    def with_chat(target: Target, tick, mark, counted: list[int]):
+        return chat_beside(target, chats, lambda: plan(target, tick, mark), counted)
+
+    with_chat.chats = chats  # type: ignore[attr-defined]
+    return with_chat
 
 
 def save(args: argparse.Namespace, model: Path, results: list[Result]) -> None:

@@ -224,6 +224,12 @@ class EngineSettings(_Section):
         "gets its rest at once, and generation goes on from its end.",
     )  # fmt: skip
 
+    # -- chat (engines/chat.py) -------------------------------------------------------------
+    chat_slots: int = setting(
+        1, ge=0, help="Chats a model answers at once (more wait their turn), so the other "
+        "slots stay free for autocomplete, whose keystrokes come first; 0: no chat.",
+    )  # fmt: skip
+
     # -- `fimgate engine-server` ------------------------------------------------------------
     engine_host: str = setting("127.0.0.1", flag="--host", help="engine-server: interface.")
     engine_port: int = setting(8080, ge=0, le=65535, flag="--port", help="engine-server: port.")

@@ -68,7 +68,8 @@ from fimgate_eval.sandbox import run_program
     "--wires",
     default=",".join(FORMATS),
     show_default=True,
-    help="editor: how each task is sent (bare, and Continue's codestral, qwen, comments).",
+    help="editor: how each task is sent (bare, and Continue's codestral, qwen, comments; "
+    "infill, completions: the bare task through /infill and /v1/completions).",
 )
 @click.option(
     "--passed-through",

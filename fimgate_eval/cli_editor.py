@@ -31,9 +31,10 @@ def editor_eval(
     passed_through: bool, cross_file: bool, threads: int | None, json_path: Path | None,
     resume: bool,
 ) -> None:  # fmt: skip
-    unknown = [w for w in wires if w not in FORMATS]
+    known = (*FORMATS, *editor_suite.ROUTES)
+    unknown = [w for w in wires if w not in known]
     if unknown:
-        raise click.UsageError(f"unknown wire format(s) {unknown}; choose from {FORMATS}")
+        raise click.UsageError(f"unknown wire format(s) {unknown}; choose from {known}")
     console = Console(stderr=True)
     console.print("cutting the tasks from the installed packages...")
     tasks = editor_holes.load(languages)
@@ -80,7 +81,8 @@ def _run_model(
 
 def baseline(key: str) -> str:
     """What a way is measured against: the ceiling given the same context."""
-    return "ceiling:bare" if key.endswith(":bare") else "ceiling:repo"
+    wire = key.split(":", 1)[1]
+    return "ceiling:bare" if wire in editor_suite.BARE else "ceiling:repo"
 
 
 def table(model: str, rows: list[dict[str, Any]], ways: list[editor_suite.Way]) -> Table:

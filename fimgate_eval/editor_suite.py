@@ -15,6 +15,9 @@ What is sent (``ways``):
   before it. The ceiling given the same context.
 - ``passed:<wire>`` (``--passed-through``, cross-file tasks): llama.cpp fed Continue's text
   as it is, inside the bare FIM prompt: what a server that does not read the format gives.
+- ``served:infill``, ``served:completions``: the bare task through llama.cpp's ``/infill``
+  (as llama.vscode sends it) and OpenAI's ``/v1/completions`` with ``suffix``: the same job
+  as ``served:bare``, so the same completions.
 
 Scored as CrossCodeEval scores line completion: the output cut to as many lines as the
 hole has; exact match of the first line (stripped), and edit similarity (rapidfuzz's
@@ -39,6 +42,9 @@ from fimgate_eval.editor_holes import HoleTask
 from fimgate_eval.runner import Completion, Endpoint
 
 MAX_TOKENS = {"single": 48, "multi": 160}
+# The bare task through other editors' routes (a wire with no snippets of its own).
+ROUTES = ("infill", "completions")
+BARE = ("bare", *ROUTES)
 
 
 def lines_of(task: HoleTask) -> int:
@@ -105,47 +111,65 @@ class Way:
         # the text passed through is the cross-file subset's third figure.
         if self.side == "passed":
             return task.cross_file
-        return self.wire == "bare" or bool(task.snippets)
+        return self.wire in BARE or bool(task.snippets)
 
 
 def ways_for(wires: list[str], passed_through: bool) -> list[Way]:
     ways = [Way("served", wire) for wire in wires]
     # Each ceiling only where a wire is compared with it: on the 1.5B a way costs ~20 min
     # of the cross-file subset alone.
-    if "bare" in wires:
+    if any(wire in BARE for wire in wires):
         ways.append(Way("ceiling", "bare"))
-    if any(wire != "bare" for wire in wires):
+    if any(wire not in BARE for wire in wires):
         ways.append(Way("ceiling", "repo"))
     if passed_through:
-        ways += [Way("passed", wire) for wire in wires if wire != "bare"]
+        ways += [Way("passed", wire) for wire in wires if wire not in BARE]
     return ways
 
 
 def served(client: httpx.Client, endpoint: Endpoint, task: HoleTask, wire: str) -> Completion:
     """One task through the API, as Continue sends it; the stream is closed once the output
     holds the lines scored (the server then stops generating)."""
-    prompt, suffix = render(task, wire)
-    body = {
-        "model": endpoint.model, "prompt": prompt, "suffix": suffix,
-        "max_tokens": MAX_TOKENS[task.kind], "temperature": 0, "stream": True,
-    }  # fmt: skip
+    path, body, text_of = _request(endpoint, task, wire)
     done = enough(task)
     text = ""
     before = generated(client, endpoint)
     started = time.perf_counter()
-    with client.stream("POST", f"{endpoint.url}/v1/fim/completions", json=body) as response:
+    with client.stream("POST", f"{endpoint.url}{path}", json=body) as response:
         if response.status_code != 200:
             response.read()
             raise RuntimeError(f"{task.name}: HTTP {response.status_code}: {response.text[:300]}")
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue
-            chunk = json.loads(line[6:])
-            text += chunk["choices"][0]["delta"].get("content") or ""
+            text += text_of(json.loads(line[6:]))
             if done(text):
                 break
     seconds = time.perf_counter() - started
     return Completion(text, generated(client, endpoint) - before, seconds)
+
+
+def _request(
+    endpoint: Endpoint, task: HoleTask, wire: str
+) -> tuple[str, dict[str, Any], Callable[[dict[str, Any]], str]]:
+    """The route, the body and how to read a streamed event's text, for ``wire``."""
+    limit = MAX_TOKENS[task.kind]
+    if wire == "infill":  # llama.vscode's fields for the hole (no ring of chunks)
+        body = {"input_prefix": task.prefix, "input_suffix": task.suffix, "n_predict": limit,
+                "temperature": 0, "stream": True, "cache_prompt": True, "id_slot": 0,
+                "model": endpoint.model}  # fmt: skip
+        return "/infill", body, lambda event: event.get("content") or ""
+    if wire == "completions":
+        body = {"model": endpoint.model, "prompt": task.prefix, "suffix": task.suffix,
+                "max_tokens": limit, "temperature": 0, "stream": True}  # fmt: skip
+        return "/v1/completions", body, lambda event: event["choices"][0]["text"] if event.get(
+            "choices") else ""  # fmt: skip
+    prompt, suffix = render(task, wire)
+    body = {
+        "model": endpoint.model, "prompt": prompt, "suffix": suffix,
+        "max_tokens": limit, "temperature": 0, "stream": True,
+    }  # fmt: skip
+    return "/v1/fim/completions", body, lambda e: e["choices"][0]["delta"].get("content") or ""
 
 
 def generated(client: httpx.Client, endpoint: Endpoint) -> int:

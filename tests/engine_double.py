@@ -62,6 +62,7 @@ class ScriptedTransport:
         self.context_length = context_length
         self.script = Script()
         self.prompts: list[list[int]] = []  # every prompt run, in order
+        self.chats: list[dict[str, Any]] = []  # every chat request, in order
         self.counters = Counters("requests", "cancelled", "generated_tokens")
 
     async def tokenize(self, text: str, pieces: bool = False) -> list[Any]:
@@ -105,6 +106,33 @@ class ScriptedTransport:
                 self.counters.add(cancelled=1)
                 route.turn.stop()
             self._let_go(route, finished)
+
+    async def chat(self, body: dict[str, Any], route: Route) -> AsyncIterator[dict[str, Any]]:
+        """A chat answer as llama.cpp's chat handler streams it: the script's text for the
+        last message, a character a chunk; with ``tools``, a call of the first tool, its
+        arguments in two pieces."""
+        self.chats.append(body)
+        self.counters.add(requests=1)
+        limit = body.get("max_tokens", self.context_length)
+        text = self.script.write(body["messages"][-1]["content"])[:limit]
+        n = 0
+        for n, char in enumerate(text, 1):
+            await self._step(n - 1)
+            yield {"choices": [{"index": 0, "delta": {"content": char}, "finish_reason": None}]}
+        reason = "stop" if n < limit else "length"
+        if tools := body.get("tools"):
+            name = tools[0]["function"]["name"]
+            for i, piece in enumerate(('{"x": ', "1}")):
+                call = {"index": 0, "function": {"arguments": piece}}
+                if i == 0:
+                    call |= {"id": "call_1", "type": "function"}
+                    call["function"]["name"] = name
+                yield {"choices": [{"index": 0, "delta": {"tool_calls": [call]},
+                                    "finish_reason": None}]}  # fmt: skip
+            n, reason = n + 5, "tool_calls"
+        yield {"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
+        prompt = sum(len(m["content"]) for m in body["messages"]) + 7
+        yield {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": n}}
 
     def _let_go(self, route: Route, finished: bool) -> None:
         release = self.script.release

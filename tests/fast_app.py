@@ -62,23 +62,25 @@ class FastApp:
         headers = {"Authorization": f"Bearer {key or self.key}", **kw.pop("headers", {})}
         return await self.client.post(kw.pop("url", URL), json=body, headers=headers, **kw)
 
-    def scope(self, body: dict[str, Any], key: str | None = None) -> tuple[dict, bytes]:
+    def scope(
+        self, body: dict[str, Any], key: str | None = None, url: str = URL
+    ) -> tuple[dict, bytes]:
         raw = json.dumps(body).encode()
         headers = [(b"authorization", f"Bearer {key or self.key}".encode()),
                    (b"content-type", b"application/json")]  # fmt: skip
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
+            "scheme": "http", "path": url, "raw_path": url.encode(), "query_string": b"",
             "headers": headers, "client": ("127.0.0.1", 5000), "server": ("test", 80),
             "root_path": "", "app": self.app,
         }  # fmt: skip
         return scope, raw
 
     async def disconnecting(
-        self, body: dict[str, Any], gone: asyncio.Event, key: str | None = None
+        self, body: dict[str, Any], gone: asyncio.Event, key: str | None = None, url: str = URL
     ) -> list[dict]:
         """Send ``body``; the client leaves once ``gone`` is set. Returns what the app sent."""
-        scope, raw = self.scope(body, key)
+        scope, raw = self.scope(body, key, url)
         sent: list[dict] = []
         delivered = False
 

@@ -197,9 +197,8 @@ async def test_a_ledger_that_refuses_rows_withholds_the_answer(fast: FastApp) ->
     _error(await fast.post({**BODY, "model": "nope"}), 503, "usage_not_recorded")
     # Each reservation was still settled to what it used: the limiter is not left charged.
     metrics = (await fast.client.get("/metrics")).text
-    assert 'fimgate:requests_total{model="test-model",status="200",workspace="default"} 2.0' in (
-        metrics
-    )
+    answered = 'model="test-model",route="fim",status="200",workspace="default"'
+    assert f"fimgate:requests_total{{{answered}}} 2.0" in metrics
 
 
 async def test_a_fault_of_ours_is_a_500_recorded_once(
@@ -219,10 +218,10 @@ async def test_metrics_count_each_request_once_and_the_gauges_come_back(fast: Fa
     await fast.post(STREAM)
     await fast.post({**BODY, "model": "nope"})
     text = (await fast.client.get("/metrics")).text
-    assert 'fimgate:requests_total{model="test-model",status="200",workspace="default"} 2.0' in (
-        text
-    )
-    assert 'fimgate:requests_total{model="",status="404",workspace="default"} 1.0' in text
+    answered = 'model="test-model",route="fim",status="200",workspace="default"'
+    assert f"fimgate:requests_total{{{answered}}} 2.0" in text
+    unknown = 'model="",route="fim",status="404",workspace="default"'
+    assert f"fimgate:requests_total{{{unknown}}} 1.0" in text
     assert 'fimgate:num_requests_running{model="test-model"} 0.0' in text
     assert 'fimgate:num_requests_waiting{model="test-model"} 0.0' in text
     assert 'fimgate:time_to_first_token_seconds_count{model="test-model"} 2.0' in text
@@ -233,7 +232,7 @@ async def test_each_state_ends_once(fast: FastApp) -> None:
     from fimgate.api.serving import Live
     from fimgate.gateway.keys import Principal
 
-    live = Live(Principal(1, "w", "k"), None)
+    live = Live(Principal(1, "w", "k"), None, "fim")
     first = live.end(RequestState.ANSWERED, 200)
     assert first is not None and first.state is RequestState.ANSWERED
     assert live.end(RequestState.CANCELLED, 499) is None

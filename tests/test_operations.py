@@ -239,7 +239,8 @@ def test_metrics_show_the_series_after_completions(ops: Server) -> None:
         if line and not line.startswith("#")
     }
     model = 'model="qwen2.5-coder-0.5b"'
-    assert values[f'fimgate:requests_total{{{model},status="200",workspace="default"}}'] >= 3
+    answered = f'{model},route="fim",status="200",workspace="default"'
+    assert values[f"fimgate:requests_total{{{answered}}}"] >= 3
     assert values[f"fimgate:time_to_first_token_seconds_count{{{model}}}"] >= 3
     assert values[f"fimgate:e2e_request_latency_seconds_count{{{model}}}"] >= 3
     assert values[f"fimgate:generation_tokens_total{{{model}}}"] >= 3

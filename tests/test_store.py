@@ -31,7 +31,7 @@ def database(request: pytest.FixtureRequest) -> Database:
 def test_migrations_run_once_and_again(database: Database) -> None:
     database.migrate()  # a second run finds the schema current
     with database.session() as s:
-        assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert s.execute(text("select version_num from alembic_version")).scalar() == "0003"
 
 
 @pytest.mark.fast

@@ -41,13 +41,20 @@ def error_body(
     return {"object": "error", "message": message, "type": type, "param": param, "code": code}
 
 
+def json_error(
+    body: dict[str, object], error: ApiError, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """``body`` (a wire's error shape) with ``error``'s status and headers, and ``headers``."""
+    return JSONResponse(
+        body, status_code=error.status, headers={**(error.headers or {}), **(headers or {})}
+    )
+
+
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     body = error_body(error.message, error.type, error.code, error.param)
     if error.detail is not None:
         body["detail"] = error.detail
-    return JSONResponse(
-        body, status_code=error.status, headers={**(error.headers or {}), **(headers or {})}
-    )
+    return json_error(body, error, headers)
 
 
 def _describe(err: dict) -> str:

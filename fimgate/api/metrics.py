@@ -73,8 +73,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "fimgate:requests", "FIM requests by outcome.", ["model", "workspace", "status"],
-            registry=r,
+            "fimgate:requests", "Completion requests by route (wire) and outcome.",
+            ["model", "workspace", "status", "route"], registry=r,
         )  # fmt: skip
         self.ttft = Histogram(
             "fimgate:time_to_first_token_seconds", "Time to the first generated token.",
@@ -147,7 +147,7 @@ class Metrics:
         """Everything of one ended request, from its one record."""
         model = outcome.model or ""
         workspace = outcome.principal.workspace
-        self.requests.labels(model, workspace, str(outcome.status)).inc()
+        self.requests.labels(model, workspace, str(outcome.status), outcome.route).inc()
         self.ledger_seconds.observe(ledger_seconds)
         if outcome.cancelled:
             self.cancelled.labels(model).inc()

@@ -5,24 +5,32 @@
    allow-list, which then gets ordinary CORS).
 2. ``Authenticate``: a Bearer key is required everywhere but the public paths the routes name
    (health, readiness, metrics, which has its own check); the caller it names is put on the
-   request.
+   request. A refusal is written in the shape the path's clients parse (api/wires), and a
+   missing key names the setting where their users put one.
 
 That is all: what a FIM request costs, and its record, are ``api.serving``'s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fimgate.api.errors import ApiError, error_response
 from fimgate.gateway.core import Gateway, GatewayUnavailable
 from fimgate.gateway.keys import InvalidKey
 
+Writer = Callable[[ApiError, dict[str, str] | None], JSONResponse]
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
-    await error_response(error)(scope, receive, send)
+
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, error: ApiError, writer: Writer = error_response
+) -> None:
+    await writer(error, None)(scope, receive, send)
 
 
 class RefuseBrowserOrigins:
@@ -81,27 +89,32 @@ def _bearer(scope: Scope) -> str | None:
 
 
 class Authenticate:
-    def __init__(self, app: ASGIApp, public: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, public: frozenset[str],
+        refusal_for: Callable[[str], tuple[Writer, str]],
+    ) -> None:  # fmt: skip
         self.app = app
         self.public = public  # paths open to all (health, readiness; metrics checks its own)
+        self.refusal_for = refusal_for  # a path's error writer, and where its users put a key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public:
             return await self.app(scope, receive, send)
         gateway: Gateway = scope["app"].state.gateway
+        writer, where = self.refusal_for(scope["path"])
         key = _bearer(scope)
         if key is None:
             message = "an API key is required: send the header 'Authorization: Bearer <key>'"
+            message += f" (set it in {where})" if where else ""
             error = _unauthorized(message, "missing_api_key", "Bearer")
-            return await _refuse(scope, receive, send, error)
+            return await _refuse(scope, receive, send, error, writer)
         try:
             principal = await gateway.authenticate(key)
         except GatewayUnavailable as exc:
-            return await _refuse(
-                scope, receive, send, ApiError(503, str(exc), type="service_unavailable")
-            )
+            error = ApiError(503, str(exc), type="service_unavailable")
+            return await _refuse(scope, receive, send, error, writer)
         except InvalidKey as exc:
             error = _unauthorized(str(exc), "invalid_api_key", 'Bearer error="invalid_token"')
-            return await _refuse(scope, receive, send, error)
+            return await _refuse(scope, receive, send, error, writer)
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

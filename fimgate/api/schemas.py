@@ -120,7 +120,7 @@ class CompletionChunk(BaseModel):
 
 
 class ModelCapabilities(BaseModel):
-    completion_chat: bool = False
+    completion_chat: bool = True
     completion_fim: bool = True
     function_calling: bool = False
     fine_tuning: bool = False

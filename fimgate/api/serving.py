@@ -1,8 +1,10 @@
-"""One FIM request, top to bottom (vLLM's serving_completion, in small):
+"""One request (a completion on any wire, or a chat answer), top to bottom (vLLM's
+serving_completion, in small):
 
     parse → resolve → encode → admit → generate → one outcome → settle
 
-``FimServing.complete`` reads in that order. While the request runs its state is one
+``FimServing.complete`` reads in that order; the wire (api/wires/) reads the client's format
+into the job and writes the answer back in it. While the request runs its state is one
 ``RequestState``; when it ends, whichever way, it leaves one immutable ``Outcome``
 (gateway/outcome.py), and ``_settle`` makes from it the ledger row and the limiter's settle
 (the gateway's), the metrics and the log line: in one place, once. The ways it ends:
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 import uuid
@@ -31,20 +34,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from fimgate.api.errors import ApiError, error_response
+from fimgate.api.errors import ApiError
 from fimgate.api.metrics import Metrics
 from fimgate.api.ratelimit_headers import rate_limit_headers
 from fimgate.api.request_body import BodyGone, read_body
 from fimgate.api.request_log import log_request
 from fimgate.api.streaming import SSE_HEADERS, until_disconnected
-from fimgate.api.wires import mistral_fim
+from fimgate.api.wires.base import Asked, Timing, Wire
 from fimgate.engines.base import (
     Editor,
     EncodedPrompt,
     Engine,
     EngineError,
+    EngineRefused,
     FimJob,
     Finished,
+    Job,
     PromptTooLong,
     TextDelta,
 )
@@ -63,6 +68,8 @@ from fimgate.gateway.outcome import Admission, Outcome, RequestState
 from fimgate.gateway.ratelimit import Decision
 from fimgate.settings import ServerSettings
 from fimgate.store.tables import utcnow
+
+log = logging.getLogger("fimgate.api")
 
 # A client's own request id is kept (and echoed) when it looks like one: no header injection,
 # no unbounded log fields.
@@ -86,6 +93,10 @@ class EngineFailed(ApiError):
         super().__init__(503, f"the model failed: {exc}", type="engine_error")
 
 
+def _refused(exc: EngineRefused) -> ApiError:
+    return ApiError(400, str(exc), code="not_supported")
+
+
 def _not_recorded(exc: LedgerUnavailable) -> ApiError:
     return ApiError(503, str(exc), type="service_unavailable", code="usage_not_recorded")
 
@@ -99,8 +110,9 @@ _DRAINING = ApiError(
 class Live:
     """A request while it runs: the serving step's alone, ended once into an ``Outcome``."""
 
-    def __init__(self, principal: Principal, client_request_id: str | None) -> None:
+    def __init__(self, principal: Principal, client_request_id: str | None, route: str) -> None:
         self.principal = principal
+        self.route = route  # the wire, until the request names its kind
         self.request_id = f"cmpl-{uuid.uuid4().hex}"
         self.client_request_id = client_request_id
         self.created_at = utcnow()
@@ -108,13 +120,23 @@ class Live:
         self.state = RequestState.RECEIVED
         self.stream = False
         self.model: str | None = None
-        self.job: FimJob | None = None  # once the request is read
+        self.job: Job | None = None  # once the request is read
         self.shown = ""  # the text the client got (what its next prompt judges)
         self.judged: Verdict | None = None
         self.decision: Decision | None = None  # the rate limiter's last word, for headers
         self.admission: Admission | None = None
         self.completion_tokens = 0
+        self.prompt_tokens: int | None = None  # the engine's count at the end (a chat's)
         self.first_token_at: float | None = None
+
+    def _prompt_tokens(self) -> int:
+        if self.admission is None:
+            return 0
+        return self.admission.prompt_tokens if self.prompt_tokens is None else self.prompt_tokens
+
+    def timing(self) -> Timing:
+        first = None if self.first_token_at is None else self.first_token_at - self.started
+        return Timing(first, time.monotonic() - self.started)
 
     def end(self, state: RequestState, status: int) -> Outcome | None:
         """Its one record; None if it has ended already."""
@@ -124,6 +146,7 @@ class Live:
         ttft = None if self.first_token_at is None else self.first_token_at - self.started
         return Outcome(
             request_id=self.request_id,
+            route=self.route,
             client_request_id=self.client_request_id,
             principal=self.principal,
             created_at=self.created_at,
@@ -131,7 +154,7 @@ class Live:
             stream=self.stream,
             state=state,
             status=status,
-            prompt_tokens=self.admission.prompt_tokens if self.admission else 0,
+            prompt_tokens=self._prompt_tokens(),
             completion_tokens=self.completion_tokens,
             latency_s=time.monotonic() - self.started,
             ttft_s=ttft,
@@ -146,10 +169,10 @@ class SettledStream(StreamingResponse):
     settles it before ``[DONE]``; a client that leaves mid-stream ends it here."""
 
     def __init__(
-        self, content: AsyncIterator[bytes], headers: dict[str, str],
+        self, content: AsyncIterator[bytes], media_type: str, headers: dict[str, str],
         settle_left: Callable[[], Awaitable[object]],
     ) -> None:  # fmt: skip
-        super().__init__(content, media_type="text/event-stream", headers=headers)
+        super().__init__(content, media_type=media_type, headers=headers)
         self._settle_left = settle_left
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -173,37 +196,41 @@ class FimServing:
         self.draining = False  # set on SIGTERM (api.drain): new requests get a 503
 
     async def complete(
-        self, request: Request, principal: Principal, region: str | None
+        self, request: Request, principal: Principal, region: str | None, wire: Wire
     ) -> Response:
         client_id = request.headers.get("x-request-id", "")
-        live = Live(principal, client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else None)
+        live = Live(principal, client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else None,
+                    wire.name)  # fmt: skip
         self.in_flight += 1
         async with self._ended_if_interrupted(live):
             try:
                 if self.draining:
                     raise _DRAINING
-                asked = mistral_fim.parse(await read_body(request, self.settings.max_body_bytes))
-                live.stream = bool(asked.stream)
-                served = self._resolve(region, asked.model)
+                body = await read_body(request, self.settings.max_body_bytes)
+                live.route = wire.route_of(body) if wire.route_of else wire.name
+                asked = wire.parse(body)
+                live.stream, live.route = asked.streams, asked.route
+                served = self._resolve(region, asked.model_name, wire.any_model)
                 live.model = served.name
                 editor = Editor(principal.key_id, served.name)
-                live.job = job = mistral_fim.job(asked, editor, self.settings.default_temperature)
+                live.job = job = asked.job(editor, self.settings.default_temperature)
                 prompt = await self._encode(live, served, job)
                 await self._admit(live, served, prompt)
             except EngineFailed as error:
-                return await self._refuse(live, error, RequestState.FAILED)
+                return await self._refuse(live, wire, error, RequestState.FAILED)
             except ApiError as error:
-                return await self._refuse(live, error)
+                return await self._refuse(live, wire, error)
             except BodyGone:
                 return await self._left(live)
         if live.stream:
             return SettledStream(
-                self._stream(request, live, served.engine, job, prompt),
+                self._stream(request, live, asked, served.engine, prompt),
+                media_type=wire.media_type,
                 headers={**SSE_HEADERS, **self._headers(live)},
                 settle_left=lambda: self._left(live, status=200),
             )
         async with self._ended_if_interrupted(live):
-            return await self._whole(request, live, served.engine, job, prompt)
+            return await self._whole(request, live, wire, asked, served.engine, prompt)
 
     @contextlib.asynccontextmanager
     async def _ended_if_interrupted(self, live: Live) -> AsyncIterator[None]:
@@ -221,19 +248,25 @@ class FimServing:
 
     # -- resolve, encode, admit ------------------------------------------------------------
 
-    def _resolve(self, region: str | None, model: str) -> ServedModel:
+    def _resolve(self, region: str | None, model: str | None, any_model: bool) -> ServedModel:
         check_region(self.settings.regions, region)
+        if model is None:  # a wire without a model field: the first model served
+            return self.registry.models[0]
         try:
             return self.registry.resolve(model)
         except UnknownModel as exc:
+            if any_model:
+                return self.registry.models[0]
             raise ApiError(404, str(exc), code="model_not_found", param="model") from None
 
-    async def _encode(self, live: Live, served: ServedModel, job: FimJob) -> EncodedPrompt:
+    async def _encode(self, live: Live, served: ServedModel, job: Job) -> EncodedPrompt:
         try:
             return await served.engine.encode(job)
         except PromptTooLong as exc:
             live.decision = await self.gateway.peek(live.principal, served.name, served.aliases)
             raise ApiError(400, str(exc), code="context_length_exceeded", param="prompt") from None
+        except EngineRefused as exc:
+            raise _refused(exc) from None
         except EngineError as exc:
             raise EngineFailed(exc) from None
 
@@ -260,54 +293,64 @@ class FimServing:
     # -- generate ----------------------------------------------------------------------------
 
     async def _whole(
-        self, request: Request, live: Live, engine: Engine, job: FimJob, prompt: EncodedPrompt
-    ) -> Response:
-        text: list[str] = []
+        self, request: Request, live: Live, wire: Wire, asked: Asked, engine: Engine,
+        prompt: EncodedPrompt,
+    ) -> Response:  # fmt: skip
+        assert live.job is not None
+        deltas: list[TextDelta] = []
         done: Finished | None = None
         try:
-            async for event in until_disconnected(request, engine.generate(prompt, job)):
+            async for event in until_disconnected(request, engine.generate(prompt, live.job)):
                 if isinstance(event, Finished):
                     done = event
                 else:
                     self._token(live, event)
-                    text.append(event.text)
+                    deltas.append(event)
+        except EngineRefused as exc:
+            return await self._refuse(live, wire, _refused(exc))
         except EngineError as exc:
-            return await self._refuse(live, EngineFailed(exc), RequestState.FAILED)
+            return await self._refuse(live, wire, EngineFailed(exc), RequestState.FAILED)
         if done is None:  # the client went away; nobody reads this
             return await self._left(live)
-        live.completion_tokens = done.completion_tokens
+        live.completion_tokens, live.prompt_tokens = done.completion_tokens, done.prompt_tokens
         assert live.model is not None
-        live.shown = "".join(text)
-        answer = mistral_fim.answer(live.request_id, live.model, live.shown, done)
+        live.shown = "".join(d.text for d in deltas)
+        answer = asked.answer(live.request_id, live.model, deltas, done, live.timing())
         try:
             await self._settle(live, RequestState.ANSWERED, 200)
         except LedgerUnavailable as exc:
-            return error_response(_not_recorded(exc), self._headers(live))
+            return wire.error(_not_recorded(exc), self._headers(live))
         return JSONResponse(answer, headers=self._headers(live))
 
     async def _stream(
-        self, request: Request, live: Live, engine: Engine, job: FimJob, prompt: EncodedPrompt
+        self, request: Request, live: Live, asked: Asked, engine: Engine, prompt: EncodedPrompt
     ) -> AsyncIterator[bytes]:
-        assert live.model is not None
-        chunks = mistral_fim.Chunks(live.request_id, live.model)
+        assert live.model is not None and live.job is not None
+        chunks = asked.chunks(live.request_id, live.model)
         yield chunks.opening()
         end: tuple[RequestState, int] | None = None  # None: the client left before the end
         try:
-            async for event in until_disconnected(request, engine.generate(prompt, job)):
+            async for event in until_disconnected(request, engine.generate(prompt, live.job)):
                 if isinstance(event, Finished):
                     live.completion_tokens = event.completion_tokens
+                    live.prompt_tokens = event.prompt_tokens
                     end = (RequestState.ANSWERED, 200)
-                    yield chunks.finished(event)
+                    yield chunks.finished(event, live.timing())
                 else:
                     self._token(live, event)
                     # What the editor got is what it may accept, whole or cut short by the
                     # client (Continue closes a stream once it has a line).
                     live.shown += event.text
-                    yield chunks.text(event.text)
+                    yield chunks.text(event)
         except EngineError:
-            # Headers are sent already: end the stream with an error finish, as Mistral does,
-            # and record the status it would have had.
+            # Headers are sent already: end the stream with an error finish (Mistral's way, or
+            # the wire's), and record the status it would have had.
             end = (RequestState.FAILED, 503)
+            live.shown = ""
+            yield chunks.failed()
+        except Exception:  # a fault of ours, after the headers: ended and recorded as one
+            log.exception("a stream failed")
+            end = (RequestState.FAILED, 500)
             live.shown = ""
             yield chunks.failed()
         if end is None:
@@ -317,7 +360,7 @@ class FimServing:
             await self._settle(live, *end)
         except LedgerUnavailable:
             return  # no [DONE]: the stream did not end well
-        yield mistral_fim.DONE
+        yield chunks.closing()
 
     def _token(self, live: Live, delta: TextDelta) -> None:
         if live.first_token_at is None:
@@ -354,18 +397,20 @@ class FimServing:
         """The editor's last completion, judged by this prompt; what this one showed is kept
         for its next to judge (gateway/acceptance.py)."""
         job = live.job
-        if job is not None and job.editor is not None:
+        # A warm-up (no tokens asked for) shows nothing, so it judges nothing either; nor
+        # does a chat answer.
+        if isinstance(job, FimJob) and job.editor is not None and job.max_tokens != 0:
             memory = self.sessions.memory(job.editor)
             live.judged, memory.shown = acceptance.succeed(memory.shown, job.prefix, live.shown)
 
     async def _refuse(
-        self, live: Live, error: ApiError, state: RequestState = RequestState.REFUSED
+        self, live: Live, wire: Wire, error: ApiError, state: RequestState = RequestState.REFUSED
     ) -> Response:
         try:
             await self._settle(live, state, error.status)
         except LedgerUnavailable as exc:
             error = _not_recorded(exc)
-        return error_response(error, self._headers(live))
+        return wire.error(error, self._headers(live))
 
     async def _left(self, live: Live, status: int = 499) -> Response:
         """The client left (or the task was cancelled) before the request was settled."""

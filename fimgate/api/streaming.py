@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -23,6 +24,19 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 def sse_event(chunk: BaseModel) -> bytes:
     return b"data: " + chunk.model_dump_json().encode() + b"\n\n"
+
+
+def compact(body: dict[str, Any]) -> bytes:
+    """JSON on one line, no spaces (llama.vim matches '"content":"' in it)."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def sse_json(body: dict[str, Any]) -> bytes:
+    return b"data: " + compact(body) + b"\n\n"
+
+
+def ndjson(body: dict[str, Any]) -> bytes:
+    return compact(body) + b"\n"
 
 
 async def _disconnected(request: Request) -> None:

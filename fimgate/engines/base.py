@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-# Why a completion ended; the API adds "error" for an engine that failed mid-stream.
-FinishReason = Literal["stop", "length", "model_length"]
+if TYPE_CHECKING:
+    from fimgate.engines.editor_context import EditorContext
+
+# Why a completion ended ("tool_calls": a chat answer that calls tools); the API adds "error"
+# for an engine that failed mid-stream.
+FinishReason = Literal["stop", "length", "model_length", "tool_calls"]
 
 
 def max_new_tokens(context_length: int, prompt_tokens: int, max_tokens: int | None) -> int:
@@ -34,19 +38,50 @@ class Editor:
 
 @dataclass(frozen=True)
 class FimJob:
+    """One completion to write, whatever wire asked for it. ``max_tokens`` 0 asks for none:
+    the prompt is read into the cache only (llama.vscode's warm-ups)."""
+
     prefix: str
     suffix: str
     max_tokens: int | None  # None: until the model stops or the context is full
     min_tokens: int = 0
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off (the Mistral and OpenAI APIs have none)
     seed: int | None = None
     stop: tuple[str, ...] = ()
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    # llama.cpp's n_indent: the completion ends before a later line indented less than this.
+    n_indent: int = 0
+    # The client's own time bound on writing (llama.cpp's t_max_predict_ms; 0: none).
+    max_predict_ms: int = 0
+    # Other files and the current path, where the wire carries them apart from the prefix
+    # (/infill's input_extra, Tabby's segments); None: read out of the prompt, if there.
+    context: EditorContext | None = None
     # Whose prompt this is: what an engine remembers of prompts to serve the next one faster
     # stays with the same editor (engines/sessions.py). None: remember nothing.
     editor: Editor | None = None
+
+
+@dataclass(frozen=True)
+class ChatJob:
+    """A chat answer to write: OpenAI's chat request as the engine takes it (``messages``,
+    and ``tools``, ``tool_choice``, ``response_format`` where asked), its sampling apart."""
+
+    messages: tuple[dict[str, Any], ...]
+    max_tokens: int | None
+    temperature: float
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # tools, tool_choice, response_format
+    editor: Editor | None = None
+
+
+Job = FimJob | ChatJob
 
 
 @dataclass(frozen=True)
@@ -63,6 +98,8 @@ class EncodedPrompt:
 class TextDelta:
     text: str
     tokens: int  # completion tokens generated so far (what a cancelled request is charged)
+    # A chat answer's other delta fields (tool_calls, reasoning_content), in OpenAI's shape.
+    fields: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +116,11 @@ class EngineError(RuntimeError):
     """The engine failed for a reason that is not the client's."""
 
 
+class EngineRefused(EngineError):
+    """The engine refused the request itself (a tool schema its template cannot take, a
+    response format it cannot follow): the client's to fix, a 400."""
+
+
 class PromptTooLong(ValueError):
     """The prompt alone does not fit in the model's context."""
 
@@ -93,13 +135,14 @@ class PromptTooLong(ValueError):
 
 
 class Engine(Protocol):
-    """A FIM-capable model. ``generate`` stops as soon as its iterator is closed."""
+    """A model for FIM jobs, and chat jobs where it can chat. ``generate`` stops as soon as
+    its iterator is closed."""
 
     context_length: int
 
-    async def encode(self, job: FimJob) -> EncodedPrompt: ...
+    async def encode(self, job: Job) -> EncodedPrompt: ...
 
-    def generate(self, prompt: EncodedPrompt, job: FimJob) -> AsyncIterator[EngineEvent]: ...
+    def generate(self, prompt: EncodedPrompt, job: Job) -> AsyncIterator[EngineEvent]: ...
 
     def stats(self) -> dict[str, int]: ...
 

@@ -1,13 +1,15 @@
 """The engine a served model answers with: a prompt builder, a completion shaper, and one
 transport (in-process llama.cpp, a llama.cpp server, an OpenAI-compatible server, or a router
-over several), sharing the server's memory of each editor (sessions.py)."""
+over several), sharing the server's memory of each editor (sessions.py); and chat answers
+from the same transport (chat.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fimgate.engines.base import EncodedPrompt, EngineError, EngineEvent, FimJob
+from fimgate.engines.base import ChatJob, EncodedPrompt, EngineError, EngineEvent, Job
+from fimgate.engines.chat import ChatRunner
 from fimgate.engines.prompt_builder import BuiltPrompt, PromptBuilder
 from fimgate.engines.sessions import EditorSessions
 from fimgate.engines.shaping import CompletionShaper
@@ -27,13 +29,18 @@ class FimEngine:
         self.transport = transport
         self.prompts = PromptBuilder(transport, settings, sessions)
         self.shaper = CompletionShaper(transport, settings, sessions)
+        self.chat = ChatRunner(transport, settings.chat_slots)
         self.context_length = transport.context_length
 
-    async def encode(self, job: FimJob) -> EncodedPrompt:
+    async def encode(self, job: Job) -> EncodedPrompt:
+        if isinstance(job, ChatJob):
+            return await self.chat.encode(job)
         prompt = await self.prompts.build(job)
         return EncodedPrompt(prompt.usage, prompt.max_new(job.max_tokens), prompt)
 
-    def generate(self, prompt: EncodedPrompt, job: FimJob) -> AsyncIterator[EngineEvent]:
+    def generate(self, prompt: EncodedPrompt, job: Job) -> AsyncIterator[EngineEvent]:
+        if isinstance(job, ChatJob):
+            return self.chat.generate(prompt, job)
         built: BuiltPrompt = prompt.payload  # type: ignore[assignment]
         return self.shaper.generate(built, job)
 

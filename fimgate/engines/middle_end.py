@@ -156,11 +156,38 @@ class SuffixOverlap:
         return "".join(f"{line}\n" for line in before.split("\n")[:-1] if not line.strip())
 
 
+class IndentEnd:
+    """llama.cpp's ``n_indent``: after the first line, a line whose text starts with less
+    indentation than ``n_indent`` ends the completion before that text (its indentation,
+    already sent, is kept, as llama.cpp keeps it; a blank line counts as none)."""
+
+    def __init__(self, n_indent: int) -> None:
+        self._n = n_indent
+        self._indent: int | None = None  # the current line's so far; None: past it
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        for i, char in enumerate(text):
+            if self._indent is None:
+                self._indent = 0 if char == "\n" else None
+            elif char in " \t":
+                self._indent += 1
+            elif self._indent < self._n:
+                return text[:i], True
+            else:
+                self._indent = 0 if char == "\n" else None
+        return text, False
+
+
 class MiddleEnd:
     """The client's stop strings, then (with ``detect``) chat artefacts and the suffix typed
-    again, over one completion's stream of text."""
+    again, and (with ``n_indent``) a line indented too little, over one completion's stream
+    of text."""
 
-    def __init__(self, stop: tuple[str, ...], prefix: str, suffix: str, *, detect: bool) -> None:
+    def __init__(
+        self, stop: tuple[str, ...], prefix: str, suffix: str, *, detect: bool,
+        n_indent: int = 0,
+    ) -> None:  # fmt: skip
+        self._indent = IndentEnd(n_indent) if n_indent > 0 else None
         self._stops = StopMatcher([*stop, *(artefact_stops(prefix, suffix) if detect else ())])
         anchor = suffix_anchor(prefix, suffix) if detect else None
         self._overlap = (
@@ -175,18 +202,25 @@ class MiddleEnd:
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns the text safe to emit now, and whether the completion ends here."""
-        text, stopped = self._stops.feed(text)
-        if self._overlap is None:
-            return text, stopped
-        text, overlapped = self._overlap.feed(text)
-        if stopped and not overlapped:
-            text += self._overlap.flush()
-        return text, stopped or overlapped
+        text, stopped = self._indented(*self._stops.feed(text))
+        if self._overlap is not None:
+            text, overlapped = self._overlap.feed(text)
+            if stopped and not overlapped:
+                text += self._overlap.flush()
+            stopped = stopped or overlapped
+        return text, stopped
 
     def flush(self) -> str:
         """What is left to emit once the stream has ended."""
-        text = self._stops.flush()
-        if self._overlap is None:
-            return text
-        text, overlapped = self._overlap.feed(text)
-        return text if overlapped else text + self._overlap.flush()
+        text, _ = self._indented(self._stops.flush(), False)
+        if self._overlap is not None:
+            text, overlapped = self._overlap.feed(text)
+            text = text if overlapped else text + self._overlap.flush()
+        return text
+
+    def _indented(self, text: str, stopped: bool) -> tuple[str, bool]:
+        # On the model's text as written: a line indented too little ends it at once.
+        if self._indent is None:
+            return text, stopped
+        text, cut = self._indent.feed(text)
+        return text, stopped or cut

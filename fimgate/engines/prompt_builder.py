@@ -136,7 +136,7 @@ class PromptBuilder:
             raise PromptTooLong(len(ids), self.context_length)
         usage = len(self._layout(sent_ids, suffix_ids, context_ids))
         made = Made.of(job, suffix, context_ids)
-        place = context.path if context else prefix.split("\n", 1)[0]
+        place = (context.path if context else "") or prefix.split("\n", 1)[0]
         return BuiltPrompt(ids, usage, healed, prefix, suffix, made, place, self.context_length)
 
     def _restore(self, job: FimJob, prefix: str) -> str:
@@ -148,11 +148,11 @@ class PromptBuilder:
         return window_recall.restore(kept, prefix, now, since, self._recall_chars)
 
     def _editor_context(self, job: FimJob) -> EditorContext | None:
-        """Continue's editor context in the prompt, where this model has a repository
-        format to lay it out in."""
+        """The other files the wire carried apart, else Continue's editor context in the
+        prompt, where this model has a repository format to lay them out in."""
         if not self._settings.editor_context or self.template.file_sep not in self.markers:
             return None
-        return recognize(job.prefix, job.suffix)
+        return job.context or recognize(job.prefix, job.suffix)
 
     async def _context_ids(self, context: EditorContext | None) -> list[int]:
         """The other files and the current path in the model's repository format

@@ -211,6 +211,38 @@ class Router:
                     await pump
                 self._let_go(upstream, route, cancelled=not ended)
 
+    async def chat(self, body: dict[str, Any], route: Route) -> AsyncIterator[dict[str, Any]]:
+        """A chat answer from the least busy healthy upstream (a chat's prompt is its own: no
+        affinity); read as ``run`` reads a completion: one ejected or failing before its first
+        chunk is left for the next."""
+        self._watch()
+        tried: set[Upstream] = set()
+        while True:
+            upstream = self._pick("", tried)
+            if upstream is None:
+                raise UpstreamUnavailable(f"no healthy upstream left (tried {len(tried)})")
+            tried.add(upstream)
+            upstream.in_flight += 1
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            events = upstream.transport.chat(body, route)  # type: ignore[union-attr]
+            pump = asyncio.create_task(_pump(events, queue))
+            started = False
+            try:
+                while (event := await _next(queue, upstream, started)) is not None:
+                    started = True
+                    yield event
+                return
+            except UpstreamUnavailable as exc:
+                self._eject(upstream, exc)
+                if started:
+                    raise
+                self._counters.add(retried=1)
+            finally:
+                upstream.in_flight -= 1
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
     # -- the next keystroke after a cancelled one ----------------------------------------------
 
     def _let_go(self, upstream: Upstream, route: Route, cancelled: bool) -> None:
@@ -358,7 +390,7 @@ class Router:
                 await upstream.transport.aclose()
 
 
-async def _pump(chunks: AsyncIterator[Chunk], queue: asyncio.Queue[Any]) -> None:
+async def _pump(chunks: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
     """Every chunk of one upstream call into ``queue``, then None, or the error it raised."""
     try:
         async with contextlib.aclosing(chunks):
@@ -389,7 +421,7 @@ async def _unless_ejected(upstream: Upstream, awaitable: Awaitable[T]) -> T:
     return task.result()
 
 
-async def _next(queue: asyncio.Queue[Any], upstream: Upstream, started: bool) -> Chunk | None:
+async def _next(queue: asyncio.Queue[Any], upstream: Upstream, started: bool) -> Any:
     """The next chunk. Before the first one, also give up when the upstream is ejected (a hung
     server never answers, and the request can still go elsewhere unseen); after it, a stream
     that flows is not cut for a health check that came late."""

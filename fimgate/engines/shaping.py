@@ -114,6 +114,10 @@ class CompletionShaper:
         tally = _Tally()
         head_text = ""
         sampling = self._sampling(job)
+        if job.max_tokens == 0:
+            await self._warm(ids, sampling, route)
+            yield Finished("length", prompt.usage, 0)
+            return
         if job.min_tokens and budget:
             generated = ""  # as the model wrote it, taken-back text included
             head = self._head(ids, sampling, min(job.min_tokens, budget) + taken, unsent, route)
@@ -135,6 +139,14 @@ class CompletionShaper:
                     yield TextDelta(text, max(0, tally.spent - taken))
         produced = max(0, tally.spent - taken)
         yield Finished(_finish_reason(tally.reason, job, produced, budget), prompt.usage, produced)
+
+    async def _warm(self, ids: list[int], sampling: Sampling, route: Route) -> None:
+        """Read the prompt into the engine's cache and write nothing (a request for no
+        tokens: llama.vscode's warm-ups). llama.cpp writes one token even then: dropped."""
+        run = self._transport.run(ids, replace(sampling, n_predict=1, grammar=""), route)
+        async with contextlib.aclosing(run):
+            async for _ in run:
+                pass
 
     async def _head(
         self, ids: list[int], sampling: Sampling, n_predict: int, unsent: str, route: Route
@@ -209,17 +221,28 @@ class CompletionShaper:
             n_predict=0,
             temperature=job.temperature,
             top_p=job.top_p,
+            top_k=job.top_k,
             seed=job.seed,
             frequency_penalty=job.frequency_penalty,
             presence_penalty=job.presence_penalty,
-            max_predict_ms=self._settings.max_predict_ms,
+            max_predict_ms=self._time_bound(job),
         )
+
+    def _time_bound(self, job: FimJob) -> int:
+        """The tighter of the server's bound and the client's. A client's bound is a wish
+        (llama.vscode sends one with every request): an engine that cannot bound time (an
+        OpenAI-compatible upstream) serves it without, rather than fail it."""
+        ours = self._settings.max_predict_ms
+        if not job.max_predict_ms or not self._transport.capabilities.time_bound:
+            return ours
+        return min(ours, job.max_predict_ms) if ours else job.max_predict_ms
 
     def _grammar_for(self, unsent: str, wants_text: bool = False) -> str:
         return starts_with_grammar(unsent, wants_text) if self._grammar else ""
 
     def _ending(self, job: FimJob, prefix: str, suffix: str) -> MiddleEnd:
-        return MiddleEnd(job.stop, prefix, suffix, detect=self._settings.middle_end_stops)
+        detect = self._settings.middle_end_stops
+        return MiddleEnd(job.stop, prefix, suffix, detect=detect, n_indent=job.n_indent)
 
     async def _decode(
         self, ids: list[int], sampling: Sampling, route: Route, ending: MiddleEnd,

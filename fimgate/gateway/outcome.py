@@ -45,6 +45,7 @@ class Admission:
 @dataclass(frozen=True)
 class Outcome:
     request_id: str
+    route: str  # the kind of request: its wire (fim, infill, ...), or a kind within one
     client_request_id: str | None  # the client's x-request-id, when it sent one
     principal: Principal
     created_at: datetime
@@ -68,6 +69,7 @@ class Outcome:
         """Its row in the usage ledger (store/tables.py UsageRecord)."""
         return dict(
             request_id=self.request_id,
+            route=self.route,
             created_at=self.created_at,
             workspace_id=self.principal.workspace_id,
             key_id=self.principal.key_id,

@@ -29,6 +29,7 @@ class UsageRow:
     cancelled: bool
     prev_shown_chars: int | None = None
     prev_accepted_chars: int | None = None
+    route: str | None = None  # the wire it came on (NULL in rows from before routes)
 
     def to_json(self) -> dict[str, object]:
         row = asdict(self)
@@ -117,6 +118,7 @@ class UsageLedger:
                     cancelled=r.cancelled,
                     prev_shown_chars=r.prev_shown_chars,
                     prev_accepted_chars=r.prev_accepted_chars,
+                    route=r.route,
                 )
                 for r, ws in session.execute(query)
             ]

@@ -63,7 +63,7 @@ class RateLimitOverride(Base):
 
 
 class UsageRecord(Base):
-    """One row per FIM request that got past authentication, whatever its outcome."""
+    """One row per completion request that got past authentication, whatever its outcome."""
 
     __tablename__ = "usage"
 
@@ -71,6 +71,8 @@ class UsageRecord(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     request_id: Mapped[str] = mapped_column(String(64), index=True)
+    # The wire it came on (fim, infill, completions, tabby, ollama...); NULL: before routes.
+    route: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
     key_id: Mapped[str] = mapped_column(String(16))

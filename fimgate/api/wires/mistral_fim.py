@@ -1,10 +1,12 @@
 """Mistral's FIM wire (``POST /v1/fim/completions``): the request as the hosted gateway's
 OpenAPI has it (api/schemas.py), the answer as a chat-completion-shaped object, or as SSE
-chunks ending in ``data: [DONE]``."""
+chunks ending in ``data: [DONE]``. Also Tabby's ``mistral/completion`` backend's wire."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from fimgate.api.request_body import parse_body
 from fimgate.api.schemas import (
@@ -19,31 +21,54 @@ from fimgate.api.schemas import (
     UsageInfo,
 )
 from fimgate.api.streaming import SSE_DONE, sse_event
-from fimgate.engines.base import Editor, FimJob, Finished
-
-DONE = SSE_DONE
-
-
-def parse(body: bytes) -> FimCompletionRequest:
-    return parse_body(body, FimCompletionRequest)
+from fimgate.api.wires.base import Timing, Wire, seed_of, written
+from fimgate.engines.base import Editor, FimJob, Finished, TextDelta
 
 
-def job(asked: FimCompletionRequest, editor: Editor, default_temperature: float) -> FimJob:
-    """The engine's job for a request: the API's defaults filled in."""
-    return FimJob(
-        prefix=asked.prompt,
-        suffix=asked.suffix or "",
-        max_tokens=asked.token_limit,
-        min_tokens=asked.min_tokens or 0,
-        temperature=default_temperature if asked.temperature is None else asked.temperature,
-        top_p=1.0 if asked.top_p is None else asked.top_p,
-        # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random": fold larger seeds.
-        seed=None if asked.random_seed is None else asked.random_seed % 0xFFFFFFFF,
-        stop=asked.stop_list,
-        frequency_penalty=asked.frequency_penalty or 0.0,
-        presence_penalty=asked.presence_penalty or 0.0,
-        editor=editor,
-    )
+class MistralFimRequest(FimCompletionRequest):
+    route: ClassVar[str] = "fim"
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    @property
+    def streams(self) -> bool:
+        return bool(self.stream)
+
+    def job(self, editor: Editor, default_temperature: float) -> FimJob:
+        """The engine's job for a request: the API's defaults filled in."""
+        return FimJob(
+            prefix=self.prompt,
+            suffix=self.suffix or "",
+            max_tokens=self.token_limit,
+            min_tokens=self.min_tokens or 0,
+            temperature=default_temperature if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            seed=seed_of(self.random_seed),
+            stop=self.stop_list,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            presence_penalty=self.presence_penalty or 0.0,
+            editor=editor,
+        )
+
+    def answer(
+        self,
+        request_id: str,
+        model: str,
+        deltas: Sequence[TextDelta],
+        done: Finished,
+        timing: Timing,
+    ) -> dict[str, Any]:
+        text = written(deltas)
+        return answer(request_id, model, text, done)
+
+    def chunks(self, request_id: str, model: str) -> Chunks:
+        return Chunks(request_id, model)
+
+
+def parse(body: bytes) -> MistralFimRequest:
+    return parse_body(body, MistralFimRequest)
 
 
 def _usage(done: Finished) -> UsageInfo:
@@ -54,7 +79,7 @@ def _usage(done: Finished) -> UsageInfo:
     )
 
 
-def answer(request_id: str, model: str, text: str, done: Finished) -> dict[str, object]:
+def answer(request_id: str, model: str, text: str, done: Finished) -> dict[str, Any]:
     """The whole answer. Its id is the ledger's request id, so the two can be matched."""
     return FimCompletionResponse(
         id=request_id,
@@ -89,13 +114,20 @@ class Chunks:
     def opening(self) -> bytes:
         return self._event(role=True)
 
-    def text(self, text: str) -> bytes:
+    def text(self, delta: TextDelta) -> bytes:
+        text = delta.text
         return self._event(text)
 
-    def finished(self, done: Finished) -> bytes:
+    def finished(self, done: Finished, timing: Timing) -> bytes:
         return self._event(finish=done.finish_reason, usage=_usage(done))
 
     def failed(self) -> bytes:
         """The engine failed after the headers went out: Mistral ends such a stream with an
         error finish."""
         return self._event(finish="error")
+
+    def closing(self) -> bytes:
+        return SSE_DONE
+
+
+WIRE = Wire("fim", parse)

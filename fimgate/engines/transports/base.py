@@ -32,6 +32,7 @@ class Sampling:
     n_predict: int
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0
     seed: int | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
@@ -78,6 +79,10 @@ class Transport(Protocol):
     def bos_token(self) -> str | None: ...
 
     def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]: ...
+
+    def chat(self, body: dict[str, Any], route: Route) -> AsyncIterator[dict[str, Any]]:
+        """A chat answer (OpenAI's streamed chunks) for OpenAI's chat request ``body``."""
+        ...
 
     def stats(self) -> dict[str, int]: ...
 

@@ -4,14 +4,16 @@ upstream (not the request) is at fault, which a router may retry elsewhere."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from fimgate.engines.base import EngineError
+from fimgate.engines.base import EngineError, EngineRefused
 from fimgate.engines.counters import Counters
+from fimgate.engines.transports.base import Route
 from fimgate.engines.transports.llamacpp_api import LlamaCppApi, LlamaCppTokenizer
 
 
@@ -30,7 +32,8 @@ async def stream_events(
                 raise UpstreamUnavailable(f"{client.base_url}: HTTP {response.status_code}")
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")[:300]
-                raise EngineError(f"{client.base_url}: HTTP {response.status_code}: {text}")
+                refused = EngineRefused if response.status_code == 400 else EngineError
+                raise refused(f"{client.base_url}: HTTP {response.status_code}: {text}")
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -74,6 +77,22 @@ class HttpUpstream(LlamaCppTokenizer):
         if response.status_code != 200:
             return None
         return sum(1 for slot in response.json() if slot.get("is_processing"))
+
+    def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The chat request as this server takes it (vLLM wants its model named)."""
+        return body
+
+    async def chat(self, body: dict[str, Any], route: Route) -> AsyncIterator[dict[str, Any]]:
+        """One chat answer from the server's ``/v1/chat/completions`` (llama.cpp's and
+        vLLM's apply the model's own template, tools included), its OpenAI chunks."""
+        self._counters.add(active=1, requests=1)
+        events = stream_events(self._http(), "/v1/chat/completions", self.chat_body(body))
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
+        finally:
+            self._counters.add(active=-1)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import xllamacpp
 
-from fimgate.engines.base import EngineError
+from fimgate.engines.base import EngineError, EngineRefused
 from fimgate.engines.counters import Counters
 from fimgate.engines.flights import Flight, Flights, computed_over
 from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling
@@ -134,13 +134,36 @@ class InProcessLlamaCpp:
                 route.turn.stop()
             flight.cancel.set()
 
+    async def chat(self, body: dict[str, Any], route: Route) -> AsyncIterator[dict[str, Any]]:
+        """One chat answer through llama.cpp's own chat handler (the GGUF's template, tools,
+        response formats), its OpenAI chunks as they come. A chat reading a long prompt
+        steps out for waiting requests, as a completion does (flights.py): keystrokes first."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        flight = Flight([])
+        self._flights.add(flight)
+        route.turn.hold()
+        request = {**body, "stream": True, "return_progress": True, "timings_per_token": True}
+        handle = self._server.handle_chat_completions
+        running = loop.run_in_executor(self._pool, self._work, request, flight, loop, queue, handle)
+        running.add_done_callback(lambda _: self._landed(flight, route))
+        try:
+            while (chunk := await queue.get()) is not _END:
+                if "error" in chunk:
+                    error = chunk["error"]
+                    message = f"llama.cpp: {error.get('message', error)}"
+                    raise (EngineRefused if error.get("code") == 400 else EngineError)(message)
+                yield chunk
+        finally:
+            flight.cancel.set()
+
     def _landed(self, flight: Flight, route: Route) -> None:
         self._flights.leave(flight)
         route.turn.let_go()
 
     def _work(
         self, request: dict[str, Any], flight: Flight, loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[Any],
+        queue: asyncio.Queue[Any], handle: Any = None,
     ) -> None:  # fmt: skip
         """The completion, in a worker thread; it steps out of its slot for waiting requests
         while it reads a long prompt (flights.py), and goes back in once they started."""
@@ -162,12 +185,13 @@ class InProcessLlamaCpp:
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return flight.cancel.is_set()
 
+        handle = handle or self._server.handle_completions
         self._counters.add(active=1, requests=1)
         try:
             while True:
                 made_way_for.clear()
                 reads.append([-1, 0])
-                self._server.handle_completions(request, on_chunk)
+                handle(request, on_chunk)
                 if not made_way_for or flight.cancel.is_set():
                     break
                 self._counters.add(yields=1)

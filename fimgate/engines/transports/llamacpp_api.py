@@ -21,9 +21,9 @@ def llama_request(ids: list[int], sampling: Sampling) -> dict[str, Any]:
         "n_predict": sampling.n_predict,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
-        # The API has no top_k/min_p: switch llama.cpp's defaults off so temperature and
-        # top_p mean what the Mistral API says they mean.
-        "top_k": 0,
+        # Mistral's API has no top_k/min_p: llama.cpp's defaults are off, so temperature and
+        # top_p mean what the Mistral API says they mean (/infill's clients may set top_k).
+        "top_k": sampling.top_k,
         "min_p": 0.0,
         "frequency_penalty": sampling.frequency_penalty,
         "presence_penalty": sampling.presence_penalty,

@@ -50,6 +50,9 @@ class OpenAICompatible(HttpUpstream):
         except (httpx.HTTPError, KeyError, IndexError) as exc:
             raise EngineError(f"{self.url}/v1/models lists no model: {exc!r}") from exc
 
+    def chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "model": self.model}
+
     async def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]:
         sampling.check(self.capabilities)
         body: dict[str, Any] = {
@@ -65,6 +68,8 @@ class OpenAICompatible(HttpUpstream):
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.top_k:
+            body["top_k"] = sampling.top_k  # vLLM, SGLang and llama.cpp all take it
         if sampling.ignore_eos:
             body["ignore_eos"] = True  # vLLM, SGLang and llama.cpp all take it
         self._counters.add(active=1, requests=1, prompt_tokens_sent=len(ids))
