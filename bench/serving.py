@@ -333,6 +333,10 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=15)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="which to run")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="run the workloads this many times over, in turn (a +chat table pools them)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("bench/serving.json"))
     parser.add_argument("--markdown", type=Path, help="also write the tables here (RESULTS.md)")
     args = parser.parse_args()
@@ -353,8 +357,7 @@ def main() -> None:
         "cold-4": (lambda t, *a: cold_run(t, cold_four, True, *a), len(cold_four)),
         "steady-4": (lambda t, *a: steady(t, four_editors, args.steady_seconds, *a), 0),
     }  # fmt: skip
-    chosen = [w for w in args.workloads.split(",") if w]
-    chat_counts: dict[tuple[str, str], tuple[int, float]] = {}
+    chosen = [w for w in args.workloads.split(",") if w] * args.repeat
     for workload in chosen:
         base, _, chats = workload.partition("+chat-")
         if chats:
@@ -369,18 +372,14 @@ def main() -> None:
                 for workload in chosen:
                     plan, total = plans[workload]
                     run = functools.partial(plan, target)
-                    result = measure(target, workload, run, progress, total)
-                    results.append(result)
-                    if "+chat-" in workload:
-                        chat_counts[name, workload] = (result.chat_pieces, result.wall)
+                    results.append(measure(target, workload, run, progress, total))
                     save(args, model, results)  # a run cut short keeps what it measured
             finally:
                 target.stop()
     report(results, console)
     console.print(targets_table(results))
-    for (name, workload), (pieces, wall) in chat_counts.items():
-        console.print(f"{name} {workload}: chats wrote {pieces} chunks, "
-                      f"{pieces / wall:.1f}/s during the replay")  # fmt: skip
+    if any("+chat-" in r.workload for r in results):
+        console.print(chat_table(results))
     if args.markdown:
         args.markdown.write_text(markdown(args, model, results))
         console.print(f"wrote {args.markdown}")
@@ -394,6 +393,36 @@ def _with_chat(plan: Callable[..., Awaitable[list[Sample]]], chats: int):
 
     with_chat.chats = chats  # type: ignore[attr-defined]
     return with_chat
+
+
+def chat_table(results: list[Result]) -> Table:
+    """Each replay with chat streams beside the same replay alone, first-token times pooled
+    over the repeats (one run of ~35 requests is too noisy for a ratio of two medians)."""
+    pooled: dict[tuple[str, str], list[Result]] = {}
+    for result in results:
+        pooled.setdefault((result.server, result.workload), []).append(result)
+
+    def ttfts(runs: list[Result]) -> list[float]:
+        return [s.ttft for r in runs for s in r.samples if s.ttft is not None]
+
+    table = Table(title="keystrokes beside chat: first token, pooled over the repeats")
+    for column in ("server", "workload", "runs", "requests", "ttft p50", "ttft p95",
+                   "alone p50", "alone p95", "p50 ratio (≤1.5)", "p95 ratio (≤2)",
+                   "chat chunks/s"):  # fmt: skip
+        table.add_column(column)
+    for (server, workload), runs in pooled.items():
+        base = pooled.get((server, workload.partition("+chat-")[0]))
+        if "+chat-" not in workload or not base:
+            continue
+        with_chat, alone = ttfts(runs), ttfts(base)
+        p50, p95, a50, a95 = (_q(with_chat, 50), _q(with_chat, 95), _q(alone, 50),
+                              _q(alone, 95))  # fmt: skip
+        pieces = sum(r.chat_pieces or 0 for r in runs) / sum(r.wall for r in runs)
+        table.add_row(
+            server, workload, str(len(runs)), str(len(with_chat)), _fmt(p50, 3), _fmt(p95, 3),
+            _fmt(a50, 3), _fmt(a95, 3), _fmt(p50 / a50, 2), _fmt(p95 / a95, 2), _fmt(pieces, 1),
+        )  # fmt: skip
+    return table
 
 
 def save(args: argparse.Namespace, model: Path, results: list[Result]) -> None:

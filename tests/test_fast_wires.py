@@ -296,3 +296,37 @@ async def test_an_ollama_stream_left_midway_is_charged_for_what_it_got(fast: Fas
     assert sent[0]["status"] == 200
     (row,) = fast.rows()
     assert row.route == "ollama" and row.cancelled and row.completion_tokens == 3
+
+
+# -- every wire: the limit and a client that leaves ---------------------------------------------
+
+WIRES = [
+    ("/v1/fim/completions", {"model": MODEL, "prompt": PREFIX, "suffix": SUFFIX}, "fim"),
+    ("/infill", {"input_prefix": PREFIX, "input_suffix": SUFFIX}, "infill"),
+    ("/v1/completions", {"model": MODEL, "prompt": PREFIX, "suffix": SUFFIX}, "completions"),
+    ("/v1/completions", TABBY, "tabby"),
+    ("/api/generate", {**CONTINUE_OLLAMA, "stream": False}, "ollama"),
+    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+     "chat"),
+    ("/api/chat", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                   "stream": False}, "ollama_chat"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("url", "body", "route"), WIRES)
+async def test_each_wire_is_limited_and_cancelled_with_one_row_each(
+    fast: FastApp, url: str, body: dict, route: str
+) -> None:
+    key = fast.workspace("tight", rpm=2)
+    assert (await fast.post(body, key=key, url=url)).status_code == 200
+    script = fast.transport.script
+    script.hold_at = 0
+    sent = await fast.disconnecting(body, gone=script.reached, key=key, url=url)
+    assert sent[0]["status"] == 499
+    script.hold_at = -1
+    limited = await fast.post(body, key=key, url=url)
+    assert limited.status_code == 429 and "retry-after" in limited.headers
+    rows = fast.rows("tight")
+    assert [(r.route, r.status, r.cancelled) for r in rows] == [
+        (route, 200, False), (route, 499, True), (route, 429, False)
+    ]  # fmt: skip

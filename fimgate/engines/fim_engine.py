@@ -60,6 +60,5 @@ def embedded_engine(
     """The default: the GGUF in this process (imports llama.cpp only when called)."""
     from fimgate.engines.transports.inprocess import InProcessLlamaCpp
 
-    return FimEngine(
-        InProcessLlamaCpp(model_path, settings), settings, sessions or EditorSessions()
-    )
+    sessions = sessions or EditorSessions()
+    return FimEngine(InProcessLlamaCpp(model_path, settings, sessions.typing), settings, sessions)

@@ -28,6 +28,8 @@ class Flight:
     ids: list[int]
     cancel: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
+    chat: bool = False  # a chat answer: it steps out for keystrokes (transports/chat_run.py)
+    answering: threading.Event = field(default_factory=threading.Event)  # its first token came
 
     def waiting(self) -> bool:
         return not self.started.is_set() and not self.cancel.is_set()
@@ -61,7 +63,16 @@ class Flights:
             return []
         if progress["total"] - progress["processed"] <= self._n_batch:
             return []
-        return [other for other in list(self._all) if other is not flight and other.waiting()]
+        # Never for a chat answer: it is the one that steps out (keystrokes first).
+        return [o for o in list(self._all) if o is not flight and o.waiting() and not o.chat]
+
+    def keystrokes(self) -> bool:
+        """Whether a completion (not a chat answer) waits for its first token: what the
+        person typing waits for."""
+        return any(
+            not f.chat and not f.cancel.is_set() and not f.answering.is_set()
+            for f in list(self._all)
+        )
 
     @staticmethod
     def wait_started(flights: list[Flight]) -> None:

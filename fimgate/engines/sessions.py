@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,12 @@ class EditorSessions:
         self.clock = clock
         self.ttl = ttl
         self._editors: TTLCache[Editor, EditorMemory] = TTLCache(editors, ttl, timer=clock)
+        self.typed_at = -math.inf  # when the last completion request came: a keystroke
+
+    def typing(self, within: float) -> bool:
+        """Whether any editor asked for a completion in the last ``within`` seconds (a chat
+        steps out meanwhile: transports/chat_run.py)."""
+        return self.clock() - self.typed_at < within
 
     def __len__(self) -> int:
         return len(self._editors)
@@ -108,6 +115,7 @@ class EditorSessions:
     async def take_turn(self, editor: Editor, place: str) -> Turn:
         """The next turn on ``editor``'s file ``place``, after the request before it there, if
         it was cancelled and is still stopping, has let go (``HANDOFF_WAIT_S`` at most)."""
+        self.typed_at = self.clock()
         turns = self.memory(editor).turns
         before = turns.get(place)
         if before is not None and before.stopping and before.held:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from fimgate.engines.base import EngineError, EngineRefused
 from fimgate.engines.counters import Counters
 from fimgate.engines.flights import Flight, Flights, computed_over
 from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling
+from fimgate.engines.transports.chat_run import ChatRun
 from fimgate.engines.transports.llama_vocab import LlamaVocab
 from fimgate.engines.transports.llamacpp_api import llama_request, prompt_tokens_read
 from fimgate.settings import EngineSettings
@@ -65,7 +66,13 @@ def llama_params(model_path: Path, settings: EngineSettings) -> xllamacpp.Common
 class InProcessLlamaCpp:
     capabilities = Capabilities(grammar=True, progress=True)
 
-    def __init__(self, model_path: Path, settings: EngineSettings) -> None:
+    def __init__(
+        self, model_path: Path, settings: EngineSettings,
+        typing: Callable[[float], bool] = lambda within: False,
+    ) -> None:  # fmt: skip
+        """``typing(within)``: whether an editor asked for a completion that recently (the
+        editors' sessions know): a chat steps out for it (chat_run.py)."""
+        self._typing = typing
         params = llama_params(model_path, settings)
         params.api_keys = [secrets.token_urlsafe(32)]
         self._server = xllamacpp.Server(params)
@@ -136,16 +143,15 @@ class InProcessLlamaCpp:
 
     async def chat(self, body: dict[str, Any], route: Route) -> AsyncIterator[dict[str, Any]]:
         """One chat answer through llama.cpp's own chat handler (the GGUF's template, tools,
-        response formats), its OpenAI chunks as they come. A chat reading a long prompt
-        steps out for waiting requests, as a completion does (flights.py): keystrokes first."""
+        response formats), its OpenAI chunks as they come; it steps out for keystrokes
+        (chat_run.py)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        flight = Flight([])
+        flight = Flight([], chat=True)
         self._flights.add(flight)
         route.turn.hold()
         request = {**body, "stream": True, "return_progress": True, "timings_per_token": True}
-        handle = self._server.handle_chat_completions
-        running = loop.run_in_executor(self._pool, self._work, request, flight, loop, queue, handle)
+        running = loop.run_in_executor(self._pool, self._chat_work, request, flight, loop, queue)
         running.add_done_callback(lambda _: self._landed(flight, route))
         try:
             while (chunk := await queue.get()) is not _END:
@@ -157,13 +163,30 @@ class InProcessLlamaCpp:
         finally:
             flight.cancel.set()
 
+    def _chat_work(
+        self, request: dict[str, Any], flight: Flight, loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Any],
+    ) -> None:  # fmt: skip
+        run = ChatRun(request, flight, self._flights,
+                      lambda chunk: loop.call_soon_threadsafe(queue.put_nowait, chunk),
+                      self._typing)  # fmt: skip
+        self._counters.add(active=1, requests=1)
+        try:
+            run.run(self._server.handle_chat_completions)
+        except Exception as exc:  # surfaced to the caller as an EngineError
+            loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(exc)}})
+        finally:
+            self._counters.add(active=-1, yields=run.pauses)
+            with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
     def _landed(self, flight: Flight, route: Route) -> None:
         self._flights.leave(flight)
         route.turn.let_go()
 
     def _work(
         self, request: dict[str, Any], flight: Flight, loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[Any], handle: Any = None,
+        queue: asyncio.Queue[Any],
     ) -> None:  # fmt: skip
         """The completion, in a worker thread; it steps out of its slot for waiting requests
         while it reads a long prompt (flights.py), and goes back in once they started."""
@@ -182,16 +205,16 @@ class InProcessLlamaCpp:
                     made_way_for[:] = waiting
                     return True
             if "prompt_progress" not in chunk or chunk.get("choices"):
+                flight.answering.set()
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return flight.cancel.is_set()
 
-        handle = handle or self._server.handle_completions
         self._counters.add(active=1, requests=1)
         try:
             while True:
                 made_way_for.clear()
                 reads.append([-1, 0])
-                handle(request, on_chunk)
+                self._server.handle_completions(request, on_chunk)
                 if not made_way_for or flight.cancel.is_set():
                     break
                 self._counters.add(yields=1)
