@@ -203,12 +203,9 @@ def build_router() -> APIRouter:
 # -- the probes of other editors ----------------------------------------------------------------
 
 
-def _first_model(request: Request) -> ServedModel:
-    return _registry(request).models[0]
-
-
 async def tabby_health(request: Request) -> dict[str, object]:
-    return tabby.health(_first_model(request).name, request.app.version)
+    # Tabby names no model: its completions get the first (api/serving.py), so its health does.
+    return tabby.health(_registry(request).models[0].name, request.app.version)
 
 
 async def tabby_server_setting(_: Request) -> dict[str, object]:

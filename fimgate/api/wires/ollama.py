@@ -71,6 +71,22 @@ class Options(BaseModel):
                 )
         return self
 
+    def limit(self) -> int | None:
+        """``num_predict``: a negative one (Ollama's "until the end") is none."""
+        n = self.num_predict
+        return None if n is None or n < 0 else n
+
+    def sampling(self, default_temperature: float) -> dict[str, Any]:
+        """The job's sampling fields, the server's defaults filled in (both Ollama wires)."""
+        return {
+            "temperature": default_temperature if self.temperature is None else self.temperature,
+            "top_p": 1.0 if self.top_p is None else self.top_p,
+            "seed": seed_of(self.seed),
+            "stop": stops(self.stop),
+            "frequency_penalty": self.frequency_penalty or 0.0,
+            "presence_penalty": self.presence_penalty or 0.0,
+        }
+
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -103,19 +119,12 @@ class GenerateRequest(BaseModel):
 
     def job(self, editor: Editor, default_temperature: float) -> FimJob:
         laid_out = read_laid_out(self.prompt, "") if self.raw and not self.suffix else None
-        o = self.options
-        n = o.num_predict
         return FimJob(
             prefix=laid_out.prefix if laid_out else self.prompt,
             suffix=laid_out.suffix if laid_out else self.suffix or "",
-            max_tokens=None if n is None or n < 0 else n,
-            temperature=default_temperature if o.temperature is None else o.temperature,
-            top_p=1.0 if o.top_p is None else o.top_p,
-            top_k=o.top_k or 0,
-            seed=seed_of(o.seed),
-            stop=stops(o.stop),
-            frequency_penalty=o.frequency_penalty or 0.0,
-            presence_penalty=o.presence_penalty or 0.0,
+            max_tokens=self.options.limit(),
+            top_k=self.options.top_k or 0,
+            **self.options.sampling(default_temperature),
             context=laid_out if laid_out and (laid_out.files or laid_out.path) else None,
             editor=editor,
         )
@@ -245,8 +254,6 @@ class ChatRequest(BaseModel):
         return "ollama_chat"
 
     def job(self, editor: Editor, default_temperature: float) -> ChatJob:
-        o = self.options
-        n = o.num_predict
         messages = tuple(
             {"role": m.role, "content": m.content, **({"tool_calls": _openai_calls(m.tool_calls)}
                                                       if m.tool_calls else {})}
@@ -254,13 +261,8 @@ class ChatRequest(BaseModel):
         )  # fmt: skip
         return ChatJob(
             messages=messages,
-            max_tokens=None if n is None or n < 0 else n or None,
-            temperature=default_temperature if o.temperature is None else o.temperature,
-            top_p=1.0 if o.top_p is None else o.top_p,
-            seed=seed_of(o.seed),
-            stop=stops(o.stop),
-            frequency_penalty=o.frequency_penalty or 0.0,
-            presence_penalty=o.presence_penalty or 0.0,
+            max_tokens=self.options.limit() or None,  # 0: no limit here (a chat is no warm-up)
+            **self.options.sampling(default_temperature),
             extra=engine_fields(self.tools, None, None, None),
             editor=editor,
         )
