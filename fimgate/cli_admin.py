@@ -76,6 +76,20 @@ def workspaces_list(database: Database, **_: Any) -> None:
     out.print(table)
 
 
+@workspaces.command("memory")
+@click.argument("name")
+@click.argument("memory", required=False, type=click.Choice(["off", "key", "workspace"]))
+@_database_options
+def workspaces_memory(name: str, memory: str | None, database: Database, **_: Any) -> None:
+    """Show or set what the server remembers of workspace NAME's editors' files (in memory
+    only; docs/engine.md): off; key (each key reads its own, the default); workspace (its
+    keys read each other's)."""
+    store = KeyStore(database)
+    if memory is not None:
+        store.set_memory(name, memory)
+    click.echo(f"workspace {name!r}: memory {store.memory_of(name)}")
+
+
 # -- keys --------------------------------------------------------------------------------------
 
 

@@ -208,6 +208,15 @@ class EngineSettings(_Section):
         2048, ge=0, help="Those snippets keep at most this many tokens (the least recent are "
         "dropped first).",
     )  # fmt: skip
+    editor_memory: bool = setting(
+        True, help="Remember (in memory only, per key, for minutes) the windows and files each "
+        "editor sends, and give a prompt that carries no other files the chunks of other files "
+        "most related to it (docs/engine.md#editor-memory; a workspace can turn it off).",
+    )  # fmt: skip
+    memory_tokens: int = setting(
+        768, ge=0, help="The chunks a prompt gets from editor memory keep at most this many "
+        "tokens (the least related are left out).",
+    )  # fmt: skip
 
     # -- shaping the completion (engines/shaping.py) ---------------------------------------
     max_predict_ms: int = setting(

@@ -69,7 +69,8 @@ from fimgate_eval.sandbox import run_program
     default=",".join(FORMATS),
     show_default=True,
     help="editor: how each task is sent (bare, and Continue's codestral, qwen, comments; "
-    "infill, completions: the bare task through /infill and /v1/completions).",
+    "infill, completions: the bare task through /infill and /v1/completions; session: an "
+    "editing session that visits other files first, then the task bare).",
 )
 @click.option(
     "--passed-through",
@@ -82,6 +83,17 @@ from fimgate_eval.sandbox import run_program
     help="editor: only the cross-file tasks (the hole uses a name defined in another file), "
     "for the subset's figures without the rest of the set.",
 )  # fmt: skip
+@click.option(
+    "--other-holes",
+    is_flag=True,
+    help="editor: only the tasks that are not cross-file (what memory must not cost).",
+)
+@click.option(
+    "--no-ceiling",
+    "no_ceiling",
+    is_flag=True,
+    help="editor: the served ways only, without llama.cpp fed the full prompt beside them.",
+)
 @click.option("--threads", type=int, help="CPU threads of the server it starts.")
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path),
@@ -94,8 +106,8 @@ from fimgate_eval.sandbox import run_program
 def eval_command(
     suite: str, data_dir: Path | None, languages: str | None, infilling: str,
     limit: int | None, url: str | None, key: str | None, models: tuple[str, ...],
-    wires: str, passed_through: bool, cross_file: bool, threads: int | None,
-    json_path: Path | None, resume: bool,
+    wires: str, passed_through: bool, cross_file: bool, other_holes: bool, no_ceiling: bool,
+    threads: int | None, json_path: Path | None, resume: bool,
 ) -> None:  # fmt: skip
     """Completion quality through a fimgate's API: HumanEval-FIM exact match (Qwen2.5-Coder
     scoring) and HumanEval single-line infilling (exact match, pass@1 in a sandbox), or
@@ -108,7 +120,7 @@ def eval_command(
         editor_eval(
             list(models) or [DEFAULT_MODEL, "qwen2.5-coder-0.5b"],
             _split(languages or "py,ts,js"), limit, _split(wires), passed_through, cross_file,
-            threads, json_path, resume,
+            threads, json_path, resume, ceilings=not no_ceiling, other_holes=other_holes,
         )  # fmt: skip
         return
     if data_dir is None:

@@ -23,26 +23,32 @@ SUBSETS = {
     "all": lambda r: True,
     "with snippets": lambda r: r["snippets"] > 0,
     "cross-file": lambda r: r["cross_file"],
+    "not cross-file": lambda r: not r["cross_file"],
+    # Where the hole starts (records of earlier runs carry no position: left out).
+    **{
+        where: (lambda r, where=where: r.get("position") == where)
+        for where in ("line start", "after indentation", "mid-line")
+    },
 }
 
 
 def editor_eval(
     models: list[str], languages: list[str], limit: int | None, wires: list[str],
     passed_through: bool, cross_file: bool, threads: int | None, json_path: Path | None,
-    resume: bool,
+    resume: bool, ceilings: bool = True, other_holes: bool = False,
 ) -> None:  # fmt: skip
-    known = (*FORMATS, *editor_suite.ROUTES)
+    known = (*FORMATS, *editor_suite.ROUTES, "session")
     unknown = [w for w in wires if w not in known]
     if unknown:
         raise click.UsageError(f"unknown wire format(s) {unknown}; choose from {known}")
     console = Console(stderr=True)
     console.print("cutting the tasks from the installed packages...")
     tasks = editor_holes.load(languages)
-    if cross_file:
-        tasks = [task for task in tasks if task.cross_file]
+    if cross_file or other_holes:
+        tasks = [task for task in tasks if task.cross_file == cross_file]
     if limit:
         tasks = editor_holes.quick(tasks, limit)
-    ways = editor_suite.ways_for(wires, passed_through)
+    ways = editor_suite.ways_for(wires, passed_through, ceilings)
     results: dict[str, Any] = {"versions": editor_holes.versions(tasks), "models": {}}
     for model in models:
         rows, seconds = _run_model(model, tasks, ways, threads, json_path, resume, console)
@@ -82,6 +88,8 @@ def _run_model(
 def baseline(key: str) -> str:
     """What a way is measured against: the ceiling given the same context."""
     wire = key.split(":", 1)[1]
+    if wire == "session":  # what memory adds: the same task bare, without a session
+        return "served:bare"
     return "ceiling:bare" if wire in editor_suite.BARE else "ceiling:repo"
 
 

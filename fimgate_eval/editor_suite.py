@@ -18,6 +18,12 @@ What is sent (``ways``):
 - ``served:infill``, ``served:completions``: the bare task through llama.cpp's ``/infill``
   (as llama.vscode sends it) and OpenAI's ``/v1/completions`` with ``suffix``: the same job
   as ``served:bare``, so the same completions.
+- ``served:session``: an editing session first (editor_session.py: the files of the
+  definitions the task needs, and unrelated files of its package, each one completion
+  request), then the task bare: what the server's memory of the editor adds.
+
+Every task is sent under a key of its own (a developer of its own): the server remembers
+what each key's editor showed it, and one task's windows must not reach another's prompt.
 
 Scored as CrossCodeEval scores line completion: the output cut to as many lines as the
 hole has; exact match of the first line (stripped), and edit similarity (rapidfuzz's
@@ -39,12 +45,22 @@ from rapidfuzz import fuzz
 from fimgate_eval.continue_wire import render
 from fimgate_eval.direct import DirectLlama, Segment
 from fimgate_eval.editor_holes import HoleTask
+from fimgate_eval.editor_session import visits
 from fimgate_eval.runner import Completion, Endpoint
 
 MAX_TOKENS = {"single": 48, "multi": 160}
 # The bare task through other editors' routes (a wire with no snippets of its own).
 ROUTES = ("infill", "completions")
-BARE = ("bare", *ROUTES)
+BARE = ("bare", *ROUTES, "session")
+
+
+def position_of(task: HoleTask) -> str:
+    """Where the hole starts: at a line's start (column 0), after its indentation, or
+    inside it (the typed middle's layout is chosen by this: docs/engine.md)."""
+    line = task.prefix.rsplit("\n", 1)[-1]
+    if not line:
+        return "line start"
+    return "after indentation" if not line.strip() else "mid-line"
 
 
 def lines_of(task: HoleTask) -> int:
@@ -114,8 +130,10 @@ class Way:
         return self.wire in BARE or bool(task.snippets)
 
 
-def ways_for(wires: list[str], passed_through: bool) -> list[Way]:
+def ways_for(wires: list[str], passed_through: bool, ceilings: bool = True) -> list[Way]:
     ways = [Way("served", wire) for wire in wires]
+    if not ceilings:
+        return ways
     # Each ceiling only where a wire is compared with it: on the 1.5B a way costs ~20 min
     # of the cross-file subset alone.
     if any(wire in BARE for wire in wires):
@@ -128,9 +146,12 @@ def ways_for(wires: list[str], passed_through: bool) -> list[Way]:
 
 
 def served(client: httpx.Client, endpoint: Endpoint, task: HoleTask, wire: str) -> Completion:
-    """One task through the API, as Continue sends it; the stream is closed once the output
-    holds the lines scored (the server then stops generating)."""
-    path, body, text_of = _request(endpoint, task, wire)
+    """One task through the API, as Continue sends it, under a key of its own; the stream is
+    closed once the output holds the lines scored (the server then stops generating)."""
+    client.headers["Authorization"] = f"Bearer {endpoint.fresh_key()}"
+    if wire == "session":
+        visit_all(client, endpoint, task)
+    path, body, text_of = _request(endpoint, task, "bare" if wire == "session" else wire)
     done = enough(task)
     text = ""
     before = generated(client, endpoint)
@@ -147,6 +168,20 @@ def served(client: httpx.Client, endpoint: Endpoint, task: HoleTask, wire: str) 
                 break
     seconds = time.perf_counter() - started
     return Completion(text, generated(client, endpoint) - before, seconds)
+
+
+def visit_all(client: httpx.Client, endpoint: Endpoint, task: HoleTask) -> None:
+    """The session before the hole: a completion request in each visited file, left once the
+    server has taken it (a developer who moves on: it has seen the window, which is what it
+    remembers), then the engine idle again before the next."""
+    for visit in visits(task):
+        body = {"model": endpoint.model, "prompt": visit.prefix, "suffix": visit.suffix,
+                "max_tokens": MAX_TOKENS["single"], "temperature": 0, "stream": True}  # fmt: skip
+        with client.stream("POST", f"{endpoint.url}/v1/fim/completions", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                raise RuntimeError(f"{task.name}: visit: HTTP {response.status_code}")
+        generated(client, endpoint)
 
 
 def _request(
@@ -203,8 +238,7 @@ def run(
     finished: Callable[[str, HoleTask, Completion], None],
 ) -> None:
     """Every way of every task not in ``made``, task by task."""
-    headers = {"Authorization": f"Bearer {endpoint.key}"}
-    with httpx.Client(headers=headers, timeout=600) as client:
+    with httpx.Client(timeout=600) as client:
         for task in tasks:
             for way in ways:
                 if not way.applies(task) or (way.key, task.name) in made:
@@ -226,7 +260,7 @@ def records(
         record: dict[str, Any] = {
             "name": task.name, "language": task.language, "kind": task.kind,
             "cross_file": task.cross_file, "snippets": len(task.snippets),
-            "expected": task.expected,
+            "position": position_of(task), "expected": task.expected,
         }  # fmt: skip
         for way in ways:
             done = made.get((way.key, task.name))

@@ -16,7 +16,10 @@ from typing import Protocol, TypeVar
 import httpx
 
 from fimgate.engines.loading import CODESTRAL_ALIASES
+from fimgate.gateway.bootstrap import FIRST_WORKSPACE
+from fimgate.gateway.keys import KeyStore
 from fimgate.local_process import free_port, stop, wait_until_up
+from fimgate.store.database import Database
 from fimgate_eval.humaneval_fim import MAX_TOKENS, SUFFIX_TOKENS
 
 
@@ -44,6 +47,18 @@ class Endpoint:
     url: str  # e.g. http://127.0.0.1:8000 (the API's /v1/fim/completions is under it)
     key: str
     model: str = CODESTRAL_ALIASES[0]
+    database_url: str | None = None  # the server's store, where the benchmark started it
+
+    def fresh_key(self) -> str:
+        """A new key of the first key's workspace: a developer of its own, with nothing in
+        the server's memory of editors (the server's own store; else the one key)."""
+        if self.database_url is None:
+            return self.key
+        database = Database(self.database_url)
+        try:
+            return KeyStore(database).create_key(FIRST_WORKSPACE)[1]
+        finally:
+            database.close()
 
 
 def complete(client: httpx.Client, endpoint: Endpoint, task: FimTask) -> Completion:
@@ -81,8 +96,12 @@ def run(
             finished(task, complete(client, endpoint, task))
 
 
-# HumanEval-FIM's prompt budget (the report's 512 suffix tokens; the server's default is 64).
-HUMANEVAL_SETTINGS = {"FIMGATE_MAX_SUFFIX_TOKENS": str(SUFFIX_TOKENS)}
+# HumanEval-FIM's prompt budget (the report's 512 suffix tokens; the server's default is 64);
+# its records are separate problems, not one developer's files: no editor memory.
+HUMANEVAL_SETTINGS = {
+    "FIMGATE_MAX_SUFFIX_TOKENS": str(SUFFIX_TOKENS),
+    "FIMGATE_EDITOR_MEMORY": "false",
+}
 
 
 # Runs ``fimgate`` from another checkout with this venv: the editable install's finder would
@@ -130,6 +149,7 @@ def started_server(
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until_up(process, f"{url}/health", log, 600)  # the first run assembles the model
-            yield Endpoint(url, key_file.read_text().strip())
+            database = f"sqlite:///{folder}/eval.db"
+            yield Endpoint(url, key_file.read_text().strip(), database_url=database)
         finally:
             stop(process)

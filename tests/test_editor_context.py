@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from fimgate import modelpack
-from fimgate.engines.base import FimJob
+from fimgate.engines.base import Editor, FimJob
 from fimgate.engines.editor_context import recognize
 from fimgate.engines.prompt_builder import PromptBuilder
 from fimgate.engines.sessions import EditorSessions
@@ -152,3 +152,29 @@ def test_a_prompt_in_none_of_the_formats_passes_through_untouched(engine: Prompt
     assert _ids(engine, prompt, "\n") == _ids(off, prompt, "\n")
     bare = _ids(engine, TASK.prefix, TASK.suffix)
     assert _special(engine, "<|file_sep|>") not in bare
+
+
+def test_memory_chunks_are_files_of_the_repository_format_their_text_plain(
+    engine: PromptBuilder,
+) -> None:
+    """What an editor showed comes back as a file before the current one: one special
+    <|file_sep|> per chunk, and a window that wrote the markers out keeps them as text."""
+    sessions = EditorSessions()
+    builder = PromptBuilder(engine._transport, SETTINGS, sessions)
+    editor = Editor("key", "model", workspace=1)
+
+    def build(prefix: str, suffix: str) -> list[int]:
+        job = FimJob(prefix=prefix, suffix=suffix, max_tokens=1, editor=editor)
+        return LOOP.run_until_complete(builder.build(job)).ids
+
+    shown = f"{SNEAKY.text}\n\n{HASHING.text}"  # the definition, and the markers as text
+    build(shown, "\n")
+    ids = build(TASK.prefix, TASK.suffix)
+    sep, middle = _special(engine, "<|file_sep|>"), _special(engine, "<|fim_middle|>")
+    assert ids.count(sep) == 2 and ids.count(middle) == 1  # the chunk's, and the current file's
+    chunk = _tokenize(engine, f"\n{shown.strip()}\n")  # no path: an empty first line
+    assert ids[ids.index(sep) + 1 : ids.index(sep) + 1 + len(chunk)] == chunk
+    # Another key of the same workspace gets none of it (the workspace does not share).
+    stranger = FimJob(prefix=TASK.prefix, suffix=TASK.suffix, max_tokens=1,
+                      editor=Editor("other", "model", workspace=1))  # fmt: skip
+    assert sep not in LOOP.run_until_complete(builder.build(stranger)).ids

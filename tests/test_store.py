@@ -31,7 +31,7 @@ def database(request: pytest.FixtureRequest) -> Database:
 def test_migrations_run_once_and_again(database: Database) -> None:
     database.migrate()  # a second run finds the schema current
     with database.session() as s:
-        assert s.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert s.execute(text("select version_num from alembic_version")).scalar() == "0004"
 
 
 @pytest.mark.fast
@@ -43,21 +43,31 @@ def test_a_ledger_of_the_first_schema_keeps_its_rows_on_upgrade() -> None:
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "0001")  # a server of before acceptance was recorded
-    keys = KeyStore(database)
-    keys.create_workspace("old")
-    info, _ = keys.create_key("old")
-    with database.engine.begin() as connection:
+    with database.engine.begin() as connection:  # rows as that schema's server wrote them
+        connection.execute(
+            text(
+                "insert into workspaces (id, name, created_at) values "
+                "(1, 'old', '2026-11-30 09:00:00');"
+            )
+        )
+        connection.execute(
+            text(
+                "insert into api_keys (id, workspace_id, secret_sha256, created_at) values "
+                "('0123456789ab', 1, :digest, '2026-11-30 09:00:00')"
+            ),
+            {"digest": "0" * 64},
+        )
         connection.execute(
             text(
                 "insert into usage (request_id, created_at, workspace_id, key_id, model, "
                 "prompt_tokens, completion_tokens, status, latency_ms, cancelled) values "
-                "('cmpl-old', '2026-11-30 10:00:00', 1, :key, 'm', 5, 2, 200, 9.5, 0)"
-            ),
-            {"key": info.id},
+                "('cmpl-old', '2026-11-30 10:00:00', 1, '0123456789ab', 'm', 5, 2, 200, 9.5, 0)"
+            )
         )
     database.migrate()
     (row,) = UsageLedger(database).rows()
     assert (row.request_id, row.prompt_tokens, row.prev_shown_chars) == ("cmpl-old", 5, None)
+    assert KeyStore(database).memory_of("old") == "key"  # memory per key, as before sharing
     database.close()
 
 

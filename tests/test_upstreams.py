@@ -82,10 +82,13 @@ def test_upstreams_answer_as_the_embedded_engine(
     server: Server, engine_servers: list[EngineServer]
 ) -> None:
     gateway = start_server("upstream-same", *upstream_args(engine_servers))
+    # A key of its own: what the shared server remembers of other tests' windows (editor
+    # memory) is not in this one's prompts, as the new gateway remembers nothing yet.
+    fresh = server.cli("keys", "create", "-w", "default").strip()
     try:
         for i in range(3):
             body = _body(_editor_prompt(100 + i))
-            with server.client() as c:
+            with server.client(fresh) as c:
                 embedded = c.post(URL, json=body).json()
             with gateway.client() as c:
                 upstream = c.post(URL, json=body).json()

@@ -58,13 +58,24 @@ class _EngineCounters(Collector):
             "Prompt tokens the engine computed (the rest came from its cache).",
             labels=["model"],
         )
+        memory = {
+            name: CounterMetricFamily(f"fimgate:memory_{name}", text, labels=["model"])
+            for name, text in (
+                ("prompts", "Prompts given chunks of other files from editor memory."),
+                ("chunks", "Chunks editor memory added to prompts."),
+                ("tokens", "Prompt tokens editor memory added (not charged to the client)."),
+            )
+        }
         registry = self._models()
         for model in registry.models if registry else ():
             stats = model.engine.stats()
             sent.add_metric([model.name], stats.get("prompt_tokens_sent", 0))
             computed.add_metric([model.name], stats.get("prompt_tokens_computed", 0))
+            for name, family in memory.items():
+                family.add_metric([model.name], stats.get(f"memory_{name}", 0))
         yield sent
         yield computed
+        yield from memory.values()
 
 
 class Metrics:

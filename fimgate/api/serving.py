@@ -212,7 +212,8 @@ class FimServing:
                 live.stream, live.route = asked.streams, asked.route
                 served = self._resolve(region, asked.model_name, wire.any_model)
                 live.model = served.name
-                editor = Editor(principal.key_id, served.name)
+                editor = Editor(principal.key_id, served.name, workspace=principal.workspace_id,
+                                memory=principal.memory)  # type: ignore[arg-type]  # fmt: skip
                 live.job = job = asked.job(editor, self.settings.default_temperature)
                 prompt = await self._encode(live, served, job)
                 await self._admit(live, served, prompt)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Why a completion ended ("tool_calls": a chat answer that calls tools); the API adds "error"
 # for an engine that failed mid-stream.
 FinishReason = Literal["stop", "length", "model_length", "tool_calls"]
+MemoryScope = Literal["off", "key", "workspace"]
 
 
 def max_new_tokens(context_length: int, prompt_tokens: int, max_tokens: int | None) -> int:
@@ -34,6 +35,10 @@ class Editor:
     key_id: str
     model: str
     session: str = ""
+    # What the gateway remembers of the files it showed (engines/context_memory.py), and who
+    # else's it reads: off, key (its key's own), workspace (its workspace's keys', shared).
+    workspace: int = 0
+    memory: MemoryScope = "key"
 
 
 @dataclass(frozen=True)

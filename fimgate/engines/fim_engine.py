@@ -45,7 +45,7 @@ class FimEngine:
         return self.shaper.generate(built, job)
 
     def stats(self) -> dict[str, int]:
-        return self.transport.stats() | self.shaper.stats()
+        return self.transport.stats() | self.shaper.stats() | self.prompts.counters.snapshot()
 
     def upstreams(self) -> list[dict[str, object]]:
         return self.transport.upstreams()

@@ -1,5 +1,6 @@
 """Building the FIM prompt as token ids: the template, the layout, the caps, the typed
-middle and its healing, the lines an editor's window dropped, and the repository format.
+middle and its healing, the lines an editor's window dropped, the repository format, and
+the chunks of other files the editor showed before (context_memory.py).
 
 Only markers become special tokens; every byte of user text is tokenized as text, so a prompt
 that contains ``<|fim_middle|>`` cannot steer the model. Everything model-specific comes from
@@ -12,8 +13,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from cachetools import LRUCache
+
 from fimgate.engines import window_recall
 from fimgate.engines.base import EngineError, FimJob, PromptTooLong, max_new_tokens
+from fimgate.engines.context_memory import Chunk, Scope
+from fimgate.engines.counters import Counters
 from fimgate.engines.editor_context import EditorContext, recognize
 from fimgate.engines.fim_templates import FIM_TEMPLATES, PREFIX, SUFFIX, FimTemplate, get_template
 from fimgate.engines.sessions import EditorSessions
@@ -30,6 +35,10 @@ RECALL_CHARS_PER_TOKEN = 8
 # The prefix cap drops whole blocks of this many tokens from the start, so the prompt's start
 # (and with it the whole KV cache) stays put while the user types on.
 PREFIX_CUT_BLOCK = 256
+
+# Chars of code per token, for choosing memory's chunks before they are tokenized (the token
+# budget is then kept exactly): Qwen's vocabulary reads code at ~3.5.
+MEMORY_CHARS_PER_TOKEN = 3.5
 
 
 def cap_prefix(ids: list[int], cap: int) -> list[int]:
@@ -76,6 +85,8 @@ class PromptBuilder:
         self._heals = transport.capabilities.grammar
         recall = settings.window_recall and settings.max_prefix_tokens
         self._recall_chars = settings.max_prefix_tokens * RECALL_CHARS_PER_TOKEN if recall else 0
+        self._chunk_ids: LRUCache[int, list[int]] = LRUCache(4096)  # chunks are immutable
+        self.counters = Counters("memory_prompts", "memory_chunks", "memory_tokens")
 
     def _resolve_template(self, name: str | None) -> tuple[FimTemplate, dict[str, int], int | None]:
         """Pick the FIM template (named, or the first whose markers the vocabulary has).
@@ -104,16 +115,20 @@ class PromptBuilder:
         context = self._editor_context(job)
         given, suffix = (context.prefix, context.suffix) if context else (job.prefix, job.suffix)
         prefix = self._restore(job, given)
+        place = (context.path if context else "") or prefix.split("\n", 1)[0]
+        recalled = await self._recall(job, context, place, prefix + suffix)
         split = split_at(prefix) if self._settings.typed_middle else len(prefix)
         head = prefix[:split]
         texts = [tokenize(head), tokenize(prefix[split:], pieces=True)]
-        texts += [tokenize(suffix), self._context_ids(context)]
+        texts += [tokenize(suffix), self._context_ids(context, recalled)]
         # Usage counts the client's prompt as sent, in the usual layout: the lines put back
         # are not the client's business. (The split falls at a line start, where the
         # tokenizer splits anyway, so head and typed tokens are the prefix's own.)
         if prefix != given:
             texts.append(tokenize(given))
-        head_ids, typed, suffix_ids, context_ids, *sent = await asyncio.gather(*texts)
+        head_ids, typed, suffix_ids, (context_ids, sent_context), *sent = await asyncio.gather(
+            *texts
+        )
         typed_ids = [token for token, _ in typed]
         cap = self._settings.max_prefix_tokens
         sent_ids = cap_prefix(sent[0] if sent else head_ids + typed_ids, cap)
@@ -129,14 +144,18 @@ class PromptBuilder:
         elif cap:
             head_ids = cap_prefix(head_ids, cap - len(typed_ids))
         ids = self._layout(head_ids, suffix_ids, context_ids) + (healed.ids if healed else [])
+        if len(ids) >= self.context_length and context_ids != sent_context:
+            # What memory added must not fail it.
+            context_ids = sent_context
+            ids = self._layout(head_ids, suffix_ids, context_ids) + (healed.ids if healed else [])
         if len(ids) >= self.context_length and prefix != given:
             # What was put back must not fail it: the client's own prompt, as laid out.
             ids, healed = self._layout(sent_ids, suffix_ids, context_ids), None
         if len(ids) >= self.context_length:
             raise PromptTooLong(len(ids), self.context_length)
-        usage = len(self._layout(sent_ids, suffix_ids, context_ids))
+        # Nor is what memory added (the client did not send it).
+        usage = len(self._layout(sent_ids, suffix_ids, sent_context))
         made = Made.of(job, suffix, context_ids)
-        place = (context.path if context else "") or prefix.split("\n", 1)[0]
         return BuiltPrompt(ids, usage, healed, prefix, suffix, made, place, self.context_length)
 
     def _restore(self, job: FimJob, prefix: str) -> str:
@@ -154,15 +173,60 @@ class PromptBuilder:
             return None
         return job.context or recognize(job.prefix, job.suffix)
 
-    async def _context_ids(self, context: EditorContext | None) -> list[int]:
+    async def _recall(
+        self, job: FimJob, context: EditorContext | None, place: str, window: str
+    ) -> list[list[int]]:
+        """What the editor's memory gives this prompt (context_memory.py), as token ids of
+        ``path\ntext\n`` per chunk, in a stable order; the window and the files the client
+        sent are remembered first. Where the client sent other files, theirs stand alone."""
+        editor = job.editor
+        memory = self._sessions.context
+        if (
+            not self._settings.editor_memory or editor is None or editor.memory == "off"
+            or self.template.file_sep not in self.markers
+        ):  # fmt: skip
+            return []
+        scope = Scope.of(editor)
+        for file in context.files if context else ():
+            memory.remember(scope, file.path, file.path, file.text)
+        memory.remember(scope, place, context.path if context else "", window)
+        budget = self._settings.memory_tokens
+        if (context and context.files) or not budget:
+            return []
+        chosen = memory.recall(scope, place, window, int(budget * MEMORY_CHARS_PER_TOKEN))
+        blocks = await asyncio.gather(*map(self._tokens_of, chosen))
+        kept: list[tuple[Chunk, list[int]]] = []
+        used = 0
+        for chunk, ids in zip(chosen, blocks, strict=True):  # best first
+            if used + len(ids) + 1 <= budget:
+                kept.append((chunk, ids))
+                used += len(ids) + 1
+        if kept:
+            self.counters.add(memory_prompts=1, memory_chunks=len(kept), memory_tokens=used)
+        return [ids for _, ids in sorted(kept, key=lambda k: k[0].id)]
+
+    async def _tokens_of(self, chunk: Chunk) -> list[int]:
+        ids = self._chunk_ids.get(chunk.id)
+        if ids is None:
+            ids = self._chunk_ids[chunk.id] = await self._transport.tokenize(
+                f"{chunk.path}\n{chunk.text}\n"
+            )
+        return ids
+
+    async def _context_ids(
+        self, context: EditorContext | None, recalled: list[list[int]]
+    ) -> tuple[list[int], list[int]]:
         """The other files and the current path in the model's repository format
         (``<|repo_name|>repo\n<|file_sep|>path\ntext\n ... <|file_sep|>current\n``): the
         markers as special tokens, every byte of the editor's text tokenized as text. Files
-        are dropped from the first (the least recent) to fit ``max_context_tokens``."""
-        if context is None:
-            return []
-        texts = [f"{f.path}\n{f.text}\n" for f in context.files]
-        texts += [f"{context.path}\n", f"{context.repo}\n" if context.repo else ""]
+        are dropped from the first (the least recent) to fit ``max_context_tokens``. Memory's
+        chunks (``recalled``) come first; returned with them, and as the client sent it."""
+        if context is None and not recalled:
+            return [], []
+        files_of = context.files if context else ()
+        texts = [f"{f.path}\n{f.text}\n" for f in files_of]
+        repo_name = context.repo if context else ""
+        texts += [f"{context.path if context else ''}\n", f"{repo_name}\n" if repo_name else ""]
         *files, current, repo = await asyncio.gather(*map(self._transport.tokenize, texts))
         sep = self.markers[self.template.file_sep]  # type: ignore[index]
         budget = self._settings.max_context_tokens - len(current) - len(repo) - 2
@@ -172,7 +236,9 @@ class PromptBuilder:
                 break
             kept = [sep, *ids, *kept]
         head = [self.markers[self.template.repo_name], *repo] if repo else []  # type: ignore[index]
-        return [*head, *kept, sep, *current]
+        remembered = [token for ids in recalled for token in (sep, *ids)]
+        sent = [*head, *kept, sep, *current] if context else []
+        return [*head, *remembered, *kept, sep, *current], sent
 
     def _layout(
         self, prefix_ids: list[int], suffix_ids: list[int], context_ids: list[int]

@@ -5,6 +5,8 @@ one (without it, a team that shares a key is one editor). What it leaves:
 
 - the prefixes it sent lately: ``window_recall`` puts back the lines its window dropped;
 - the greedy suggestions it got lately: ``suggestions`` gives the rest of one typed along;
+- the files it showed, chunked, per key (``context_memory``: a prompt gets chunks of other
+  files back; it alone may be shared, within a workspace that asks for it);
 - the last completion it was shown, which its next prompt judges (gateway/acceptance.py
   keeps it here, as its own record);
 - each file's turn in the engine: the one hand-off for a cancelled request. An editor's
@@ -13,7 +15,7 @@ one (without it, a team that shares a key is one editor). What it leaves:
   prompt cold (seconds). So it waits until the cancelled one has let go of the engine (its
   transport says when: in-process, llama.cpp stopped; upstream, the server's slot is free).
 
-Nothing here crosses editors: a prompt only ever gets back text the same editor sent.
+Nothing else here crosses editors: a prompt only ever gets back text the same editor sent.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from cachetools import LRUCache, TTLCache
 
 from fimgate.engines.base import Editor
+from fimgate.engines.context_memory import ContextMemory
 
 if TYPE_CHECKING:  # the records are theirs; the store only keeps them
     from fimgate.engines.suggestions import Suggestion
@@ -92,6 +95,7 @@ class EditorSessions:
         self.clock = clock
         self.ttl = ttl
         self._editors: TTLCache[Editor, EditorMemory] = TTLCache(editors, ttl, timer=clock)
+        self.context = ContextMemory(clock=clock)
         self.typed_at = -math.inf  # when the last completion request came: a keystroke
 
     def typing(self, within: float) -> bool:

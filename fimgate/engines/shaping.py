@@ -23,6 +23,7 @@ from fimgate.engines.base import (
     TextDelta,
     max_new_tokens,
 )
+from fimgate.engines.context_memory import Scope
 from fimgate.engines.counters import Counters
 from fimgate.engines.middle_end import MiddleEnd
 from fimgate.engines.prompt_builder import BuiltPrompt
@@ -74,9 +75,13 @@ class CompletionShaper:
             events = self._go_on(prompt, going_on, job, route)
         else:
             events = self._fresh(prompt, job, route)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
+        finally:
+            if job.editor is not None:  # what the editor shows from now on is news to it
+                self._sessions.context.answered(Scope.of(job.editor), prompt.place)
 
     async def _typed_along(self, job: FimJob, prompt: BuiltPrompt) -> GoingOn | None:
         """The earlier suggestion this request types along, if any (suggestions.py). Taken

@@ -19,6 +19,8 @@ from fimgate.store.database import Database
 from fimgate.store.tables import ApiKey, Workspace, utcnow
 
 KEY_PREFIX = "fg-"
+# What the server remembers of a workspace's editors' files (engines/context_memory.py).
+MEMORY_SCOPES = ("off", "key", "workspace")
 
 
 class AdminError(ValueError):
@@ -36,6 +38,7 @@ class Principal:
     workspace_id: int
     workspace: str
     key_id: str
+    memory: str = "key"  # the workspace's: one of MEMORY_SCOPES
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,18 @@ class KeyStore:
             )
             return [(name, created, count) for name, created, count in rows]
 
+    def set_memory(self, name: str, memory: str) -> None:
+        """What the gateway remembers of workspace ``name``'s editors: off, key, workspace."""
+        if memory not in MEMORY_SCOPES:
+            raise AdminError(f"memory is one of {', '.join(MEMORY_SCOPES)}")
+        workspace_id = self.workspace_id(name)
+        with self._db.session() as session:
+            session.get_one(Workspace, workspace_id).memory = memory
+
+    def memory_of(self, name: str) -> str:
+        with self._db.session() as session:
+            return session.get_one(Workspace, self.workspace_id(name)).memory
+
     def workspace_id(self, name: str) -> int:
         with self._db.session() as session:
             found = session.scalar(select(Workspace.id).where(Workspace.name == name))
@@ -154,7 +169,13 @@ class KeyStore:
         # Core, not an ORM session: this runs on every request, and is ~10x cheaper.
         with self._db.engine.connect() as connection:
             found = connection.execute(
-                select(ApiKey.secret_sha256, ApiKey.revoked_at, Workspace.id, Workspace.name)
+                select(
+                    ApiKey.secret_sha256,
+                    ApiKey.revoked_at,
+                    Workspace.id,
+                    Workspace.name,
+                    Workspace.memory,
+                )
                 .join(Workspace)
                 .where(ApiKey.id == key_id)
             ).first()
@@ -164,4 +185,15 @@ class KeyStore:
             raise InvalidKey("the API key is not valid")
         if found[1] is not None:
             raise InvalidKey("the API key has been revoked")
-        return Principal(workspace_id=found[2], workspace=found[3], key_id=key_id)
+        memory = found[4] if found[4] in MEMORY_SCOPES else "key"
+        return Principal(found[2], found[3], key_id, memory)
+
+    def revoked_among(self, key_ids: set[str]) -> set[str]:
+        """Which of ``key_ids`` are revoked or gone (what the server must forget of them)."""
+        if not key_ids:
+            return set()
+        with self._db.engine.connect() as connection:
+            active = connection.execute(
+                select(ApiKey.id).where(ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_(None))
+            )
+            return key_ids - {row[0] for row in active}

@@ -35,6 +35,9 @@ class Workspace(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # What the gateway remembers of its editors' files, and who reads it: off, key (each
+    # key its own), workspace (its keys share). engines/context_memory.py.
+    memory: Mapped[str] = mapped_column(String(16), default="key", server_default="key")
 
 
 class ApiKey(Base):
