@@ -265,12 +265,7 @@ def _cut(
         return None
     expected = "\n".join([line[cursor:], *lines[index + 1 : last + 1]])
     before = "".join(f"{lines[i]}\n" for i in _window_lines(source, index))
-    after, size = "", 0
-    for following in lines[last + 1 :]:
-        size += len(following) + 1
-        if size > SUFFIX_CHARS:
-            break
-        after += f"\n{following}"
+    after = lines_after(lines, last)
     snippets = _snippets(source, index, cross_name)
     return HoleTask(
         name=f"{language}:{package}:{source.path}:{index}:{kind}",
@@ -285,6 +280,17 @@ def _cut(
         cross_name=cross_name or "",
         comment_mark="#" if language == "py" else "//",
     )
+
+
+def lines_after(lines: list[str], index: int) -> str:
+    """The window after line ``index``: whole lines within SUFFIX_CHARS, each after a newline."""
+    after, size = "", 0
+    for following in lines[index + 1 :]:
+        size += len(following) + 1
+        if size > SUFFIX_CHARS:
+            break
+        after += f"\n{following}"
+    return after
 
 
 def _cursor(line: str, indent: int, keep: str | None, rng: random.Random) -> int | None:

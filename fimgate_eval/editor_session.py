@@ -24,10 +24,10 @@ from fimgate_eval.editor_holes import (
     NODE_MODULES,
     NODE_PACKAGES,
     PREFIX_CHARS,
-    SUFFIX_CHARS,
     HoleTask,
     _package_root,
     _python_root,
+    lines_after,
 )
 
 DISTRACTORS = 2
@@ -107,11 +107,5 @@ def _window(lines: list[str], index: int, rng: random.Random) -> tuple[str, str]
         if size > PREFIX_CHARS:
             break
         before.append(previous)
-    after, size = "", 0
-    for following in lines[index + 1 :]:
-        size += len(following) + 1
-        if size > SUFFIX_CHARS:
-            break
-        after += f"\n{following}"
     prefix = "".join(f"{text}\n" for text in reversed(before)) + line[:cursor]
-    return prefix, line[cursor:] + after
+    return prefix, line[cursor:] + lines_after(lines, index)

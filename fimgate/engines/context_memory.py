@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -245,19 +245,16 @@ class ContextMemory:
         if mine is None:
             return []
         window_lines = {s for line in window.split("\n") if (s := line.strip())}
-        files = [
-            file
-            for (workspace, key), memory in reversed(self._keys.items())  # most recent first
-            if workspace == scope.workspace and (key == scope.key or scope.shared)
-            for other, file in reversed(memory.files.items())
-            if other != place
-        ]
         last = mine.given.pop(place, None)
         had = [c for c in last.chunks if self._holds(c, scope, window_lines)] if last else []
-        if last is not None and not (last.ended and any(f.first >= last.ended for f in files)):
+        news = last is None or (
+            last.ended is not None
+            and any(f.first >= last.ended for f in self._readable(scope, place))
+        )
+        if not news:  # typing on: the start llama.cpp holds
             return self._give(mine, place, had)
         candidates: list[Chunk] = []
-        for file in files:
+        for file in self._readable(scope, place):
             candidates += (c for c in file.chunks if not _mostly_in(c.lines, window_lines))
             if len(candidates) >= MAX_CANDIDATES:  # a large shared workspace: its most recent
                 break
@@ -277,6 +274,14 @@ class ContextMemory:
         ):
             best = had
         return self._give(mine, place, best)
+
+    def _readable(self, scope: Scope, place: str) -> Iterator[_File]:
+        """The other files ``scope`` may read, most recently used key and file first."""
+        for (workspace, key), memory in reversed(self._keys.items()):
+            if workspace == scope.workspace and (key == scope.key or scope.shared):
+                for other, file in reversed(memory.files.items()):
+                    if other != place:
+                        yield file
 
     def answered(self, scope: Scope, place: str) -> None:
         """A request in file ``place`` ended: files shown from now on are news to it."""
