@@ -217,6 +217,11 @@ class EngineSettings(_Section):
         768, ge=0, help="The chunks a prompt gets from editor memory keep at most this many "
         "tokens (the least related are left out).",
     )  # fmt: skip
+    memory_beside_client_files: bool = setting(
+        False, help="Give editor memory's chunks to a prompt whose client sent other files "
+        "too (Continue's snippets, input_extra, Tabby's segments), before them; by default "
+        "such a prompt gets the client's files alone.",
+    )  # fmt: skip
 
     # -- shaping the completion (engines/shaping.py) ---------------------------------------
     max_predict_ms: int = setting(

@@ -70,7 +70,8 @@ from fimgate_eval.sandbox import run_program
     show_default=True,
     help="editor: how each task is sent (bare, and Continue's codestral, qwen, comments; "
     "infill, completions: the bare task through /infill and /v1/completions; session: an "
-    "editing session that visits other files first, then the task bare).",
+    "editing session that visits other files first, then the task bare; session-qwen etc.: "
+    "the session, then the task in that format).",
 )
 @click.option(
     "--passed-through",

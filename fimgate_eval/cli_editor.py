@@ -37,7 +37,8 @@ def editor_eval(
     passed_through: bool, cross_file: bool, threads: int | None, json_path: Path | None,
     resume: bool, ceilings: bool = True, other_holes: bool = False,
 ) -> None:  # fmt: skip
-    known = (*FORMATS, *editor_suite.ROUTES, "session")
+    session = editor_suite.SESSION
+    known = (*FORMATS, *editor_suite.ROUTES, session, *(f"{session}-{f}" for f in FORMATS))
     unknown = [w for w in wires if w not in known]
     if unknown:
         raise click.UsageError(f"unknown wire format(s) {unknown}; choose from {known}")
@@ -88,8 +89,9 @@ def _run_model(
 def baseline(key: str) -> str:
     """What a way is measured against: the ceiling given the same context."""
     wire = key.split(":", 1)[1]
-    if wire == "session":  # what memory adds: the same task bare, without a session
-        return "served:bare"
+    sent = editor_suite.after_session(wire)
+    if sent:  # what memory adds: the same task sent the same way, without a session
+        return f"served:{sent}"
     return "ceiling:bare" if wire in editor_suite.BARE else "ceiling:repo"
 
 

@@ -21,6 +21,8 @@ What is sent (``ways``):
 - ``served:session``: an editing session first (editor_session.py: the files of the
   definitions the task needs, and unrelated files of its package, each one completion
   request), then the task bare: what the server's memory of the editor adds.
+  ``served:session-<wire>``: the same session, then the task in Continue's ``<wire>``
+  (what memory adds beside the client's snippets, where the server is asked to).
 
 Every task is sent under a key of its own (a developer of its own): the server remembers
 what each key's editor showed it, and one task's windows must not reach another's prompt.
@@ -52,6 +54,14 @@ MAX_TOKENS = {"single": 48, "multi": 160}
 # The bare task through other editors' routes (a wire with no snippets of its own).
 ROUTES = ("infill", "completions")
 BARE = ("bare", *ROUTES, "session")
+SESSION = "session"
+
+
+def after_session(wire: str) -> str | None:
+    """The wire a session wire sends the task in after its visits; None for the others."""
+    if wire == SESSION:
+        return "bare"
+    return wire.removeprefix(f"{SESSION}-") if wire.startswith(f"{SESSION}-") else None
 
 
 def position_of(task: HoleTask) -> str:
@@ -149,9 +159,10 @@ def served(client: httpx.Client, endpoint: Endpoint, task: HoleTask, wire: str) 
     """One task through the API, as Continue sends it, under a key of its own; the stream is
     closed once the output holds the lines scored (the server then stops generating)."""
     client.headers["Authorization"] = f"Bearer {endpoint.fresh_key()}"
-    if wire == "session":
+    sent = after_session(wire)
+    if sent:
         visit_all(client, endpoint, task)
-    path, body, text_of = _request(endpoint, task, "bare" if wire == "session" else wire)
+    path, body, text_of = _request(endpoint, task, sent or wire)
     done = enough(task)
     text = ""
     before = generated(client, endpoint)

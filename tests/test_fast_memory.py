@@ -111,6 +111,18 @@ async def test_client_context_stands_alone(fast: FastApp) -> None:
     assert "def compute_total" not in prompt
 
 
+async def test_memory_can_add_beside_client_context(tmp_path: Path) -> None:
+    """Where the deployment asks for it, memory's chunks come before the client's files, and
+    never repeat them."""
+    async with fast_app(tmp_path, n_ctx=4096, memory_beside_client_files=True) as fast:
+        await _complete(fast, PRICING)
+        await _complete(fast, "# shop/stock.py\ndef restock(item_count):\n    compute_total\n")
+        snippets = f"+++++ shop/pricing.py \n{PRICING}\n+++++ shop/checkout.py\n"
+        prompt = await _complete(fast, snippets + CHECKOUT)
+        assert prompt.count("def compute_total") == 1  # the client's copy, not memory's too
+        assert prompt.index("def restock") < prompt.index("<|file_sep|>shop/pricing.py\n")
+
+
 async def test_memory_never_crosses_workspaces(fast: FastApp) -> None:
     other = fast.workspace("other")
     fast.gateway.keys.set_memory("other", "workspace")

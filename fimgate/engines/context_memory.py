@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -234,17 +234,23 @@ class ContextMemory:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def recall(self, scope: Scope, place: str, window: str, budget: int) -> list[Chunk]:
+    def recall(
+        self, scope: Scope, place: str, window: str, budget: int, besides: Sequence[str] = ()
+    ) -> list[Chunk]:
         """The chunks of other files most related to ``window``, best first, ``budget``
-        chars in all. A file's prompt gets again what it got (those still remembered), so
-        its start, and llama.cpp's cache of it, stay put while its editor types on, unless a
-        file was first shown since its last request ended (the developer looked elsewhere):
-        then the best again, unless what it had is about as good (``KEEP_UNLESS``)."""
+        chars in all, none mostly the window's text or ``besides`` (what the prompt carries
+        already: the files its client sent). A file's prompt gets again what it got (those
+        still remembered), so its start, and llama.cpp's cache of it, stay put while its
+        editor types on, unless a file was first shown since its last request ended (the
+        developer looked elsewhere): then the best again, unless what it had is about as
+        good (``KEEP_UNLESS``)."""
         self._expire()
         mine = self._keys.get((scope.workspace, scope.key))
         if mine is None:
             return []
-        window_lines = {s for line in window.split("\n") if (s := line.strip())}
+        window_lines = {
+            s for text in (window, *besides) for line in text.split("\n") if (s := line.strip())
+        }
         last = mine.given.pop(place, None)
         had = [c for c in last.chunks if self._holds(c, scope, window_lines)] if last else []
         news = last is None or (

@@ -178,7 +178,8 @@ class PromptBuilder:
     ) -> list[list[int]]:
         """What the editor's memory gives this prompt (context_memory.py), as token ids of
         ``path\ntext\n`` per chunk, in a stable order; the window and the files the client
-        sent are remembered first. Where the client sent other files, theirs stand alone."""
+        sent are remembered first. Where the client sent other files, theirs stand alone
+        unless the deployment asks for memory beside them (never their own text again)."""
         editor = job.editor
         memory = self._sessions.context
         if (
@@ -187,13 +188,15 @@ class PromptBuilder:
         ):  # fmt: skip
             return []
         scope = Scope.of(editor)
-        for file in context.files if context else ():
+        sent = context.files if context else ()
+        for file in sent:
             memory.remember(scope, file.path, file.path, file.text)
         memory.remember(scope, place, context.path if context else "", window)
         budget = self._settings.memory_tokens
-        if (context and context.files) or not budget:
+        if (sent and not self._settings.memory_beside_client_files) or not budget:
             return []
-        chosen = memory.recall(scope, place, window, int(budget * MEMORY_CHARS_PER_TOKEN))
+        chars = int(budget * MEMORY_CHARS_PER_TOKEN)
+        chosen = memory.recall(scope, place, window, chars, [f.text for f in sent])
         blocks = await asyncio.gather(*map(self._tokens_of, chosen))
         kept: list[tuple[Chunk, list[int]]] = []
         used = 0
