@@ -73,6 +73,20 @@ async def test_a_prompt_gets_the_related_chunk_of_a_file_its_editor_showed(fast:
     assert 'fimgate:memory_chunks_total{model="test-model"} 1.0' in metrics
 
 
+async def test_only_chunks_that_define_something_are_given(fast: FastApp) -> None:
+    """A call site shares the window's names but holds nothing the window lacks; on holes
+    that need no other file such chunks cost (eval/RESULTS.md, "Editor memory")."""
+    caller = (
+        "# shop/report.py\nfor order in orders:\n    prices = [item.price for item in order.cart]\n"
+        "    print(compute_total(prices, tax_rate), order.cart)\n"
+    )
+    await _complete(fast, caller)
+    assert "<|file_sep|>" not in await _complete(fast, CHECKOUT)
+    await _complete(fast, PRICING)
+    prompt = await _complete(fast, CHECKOUT + "c")
+    assert "def compute_total" in prompt and "order.cart" not in prompt
+
+
 async def test_its_own_file_is_not_given_back(fast: FastApp) -> None:
     first = await _complete(fast, CHECKOUT)
     again = await _complete(fast, CHECKOUT + "compute_total(prices, tax_rate)\n    return ")
@@ -168,7 +182,9 @@ async def test_a_deployment_can_turn_memory_off(tmp_path: Path) -> None:
 def test_memory_is_bounded_whatever_many_editors_send() -> None:
     now = [0.0]
     memory = ContextMemory(max_bytes=2_000_000, clock=lambda: now[0])
-    window = "\n".join(f"value_{i} = compute_{i}(alpha_{i}, beta_{i})" for i in range(60))
+    window = "\n".join(
+        f"def compute_{i}(alpha_{i}, beta_{i}):\n    return beta_{i}" for i in range(30)
+    )
     for key in range(400):
         for file in range(FILES_PER_KEY + 8):
             now[0] += 0.01
@@ -179,6 +195,7 @@ def test_memory_is_bounded_whatever_many_editors_send() -> None:
     assert memory.size == sum(c.size for m in kept for f in m.files.values() for c in f.chunks)
     assert all(len(m.files) <= FILES_PER_KEY and m.size <= BYTES_PER_KEY for m in kept)
     # And what is older than its age is forgotten when read.
+    assert memory.recall(Scope(0, "k399"), "elsewhere", "compute_1 alpha_1 beta_1", 4000)
     now[0] += memory.ttl + 1
     assert memory.recall(Scope(0, "k399"), "elsewhere", "compute_1 alpha_1 beta_1", 4000) == []
     assert memory.size == 0

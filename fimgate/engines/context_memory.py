@@ -13,12 +13,13 @@ so every client gets it, including the many that send no context at all.
   ones that it covers, so a file typed in holds its latest text. Bounded in files and bytes
   per key, in bytes overall (the least recently used key's first), and in age (``ttl``); in
   memory only, never written anywhere.
-- **Read**: for a prompt, the chunks of *other* files that share the most names with its
-  window, scored as BM25 scores a document (each shared name weighted by how rare it is
-  among the chunks, a name the chunk defines twice), none under ``MIN_SCORE``, within a
-  size budget. A file's prompt gets again what it got (its start, and llama.cpp's cache of
-  it, stay put) until a file is first shown after its last answer (the developer looked
-  elsewhere and came back); then the best again.
+- **Read**: for a prompt, the chunks of *other* files that hold a definition (a function,
+  class or type, a top-level constant) and share the most names with its window, scored as
+  BM25 scores a document (each shared name weighted by how rare it is among the chunks, a
+  name the chunk defines twice), none under ``MIN_SCORE``, within a size budget. A file's
+  prompt gets again what it got (its start, and llama.cpp's cache of it, stay put) until a
+  file is first shown after its last answer (the developer looked elsewhere and came back);
+  then the best again.
 - **Who reads what**: a key reads its own memory; a workspace that opts into sharing reads
   its keys' together; nothing crosses workspaces. A revoked key's memory is dropped.
 """
@@ -59,6 +60,17 @@ _DEFINES = re.compile(
     r"|^([A-Za-z_][\w]*)\s*(?::[^=\n]*)?=[^=]",
     re.MULTILINE,
 )
+# What another file would use of a chunk: a function, class or type at any depth (methods
+# too), or a top-level constant. A chunk without one (a body, a test, a call site) is only
+# like the window, and on holes that need no other file such chunks cost: measured with
+# bench/memory_recall.py, leaving them out takes the chunks those holes get from 2.56 to
+# 0.82 and gives 88 cross-file holes of 116 their definition instead of 84 (eval/RESULTS.md).
+_DEFINITION = re.compile(
+    r"^[ \t]*(?:export\s+)?(?:default\s+)?(?:declare\s+)?(?:abstract\s+)?(?:async\s+)?"
+    r"(?:def|class|function\*?|interface|type|enum)\s+[A-Za-z_$]"
+    r"|^(?:export\s+)?(?:const|let|var)\s+[A-Za-z_$]",
+    re.MULTILINE,
+)
 # Names that say nothing about which file a window needs: keywords and builtins of the
 # languages editors send most.
 _COMMON = frozenset(
@@ -88,6 +100,7 @@ class Chunk:
     lines: frozenset[str]  # its lines, stripped (is it the window's own text?)
     names: frozenset[str]
     defines: frozenset[str]
+    has_definition: bool  # only such chunks are given (``_DEFINITION``)
 
     @property
     def size(self) -> int:
@@ -185,7 +198,7 @@ class ContextMemory:
             stripped = frozenset(s for line in part.split("\n") if (s := line.strip()))
             yield Chunk(
                 next(self._ids), owner, path, part, stripped, frozenset(names),
-                frozenset(defined_in(part)),
+                frozenset(defined_in(part)), bool(_DEFINITION.search(part)),
             )  # fmt: skip
 
     def _grow(self, memory: _KeyMemory, delta: int) -> None:
@@ -269,7 +282,8 @@ class ContextMemory:
         if not pool:
             return self._give(mine, place, [])
         scored = _bm25(pool, names_in(window))
-        ranked = sorted((c for c in candidates if scored[c.id] >= MIN_SCORE),
+        # Names are weighed as rare or not among all it showed; only definitions are given.
+        ranked = sorted((c for c in candidates if c.has_definition and scored[c.id] >= MIN_SCORE),
                         key=lambda c: (-scored[c.id], c.id))  # fmt: skip
         best = _within(ranked, budget)
         still = all(scored[c.id] >= MIN_SCORE for c in had)
