@@ -53,8 +53,8 @@ from fimgate_eval.runner import Completion, Endpoint
 MAX_TOKENS = {"single": 48, "multi": 160}
 # The bare task through other editors' routes (a wire with no snippets of its own).
 ROUTES = ("infill", "completions")
-BARE = ("bare", *ROUTES, "session")
 SESSION = "session"
+BARE = ("bare", *ROUTES, SESSION)
 
 
 def after_session(wire: str) -> str | None:
