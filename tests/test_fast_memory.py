@@ -87,6 +87,17 @@ async def test_only_chunks_that_define_something_are_given(fast: FastApp) -> Non
     assert "def compute_total" in prompt and "order.cart" not in prompt
 
 
+async def test_a_signature_cut_by_a_chunk_brings_its_parameters(fast: FastApp) -> None:
+    """``def __init__(`` at a chunk's end, its parameters in the next chunk (which defines
+    nothing): the model needs both halves (eval/RESULTS.md, "Signatures cut by a chunk")."""
+    lines = [f"RATE_{n} = {n}" for n in range(10)] + ["def compute_total(", "    prices,"]
+    lines += ["    tax_rate,", "    discount_code=None,", "    currency='EUR',", "):"]
+    lines += ["    subtotal = sum(prices)", "    return round(subtotal * (1 + tax_rate), 2)"]
+    await _complete(fast, "\n".join(lines) + "\n")
+    prompt = await _complete(fast, CHECKOUT + "compute_total(prices, tax_rate, discount_code=")
+    assert "def compute_total(" in prompt and "currency='EUR'" in prompt
+
+
 async def test_its_own_file_is_not_given_back(fast: FastApp) -> None:
     first = await _complete(fast, CHECKOUT)
     again = await _complete(fast, CHECKOUT + "compute_total(prices, tax_rate)\n    return ")

@@ -100,7 +100,7 @@ class Chunk:
     lines: frozenset[str]  # its lines, stripped (is it the window's own text?)
     names: frozenset[str]
     defines: frozenset[str]
-    has_definition: bool  # only such chunks are given (``_DEFINITION``)
+    has_definition: bool  # only such chunks are given (``_DEFINITION``, or its signature)
 
     @property
     def size(self) -> int:
@@ -190,15 +190,24 @@ class ContextMemory:
 
     def _chunks(self, owner: tuple[int, str, str], path: str, text: str) -> Iterable[Chunk]:
         lines = text.split("\n")
+        open_signature = False  # did the previous chunk end inside a definition's parentheses?
         for start in range(0, len(lines), CHUNK_LINES):
             part = "\n".join(lines[start : start + CHUNK_LINES]).strip("\n")
+            definitions = list(_DEFINITION.finditer(part))
+            # A signature cut by the chunk's end (``def __init__(`` here, its parameters in
+            # the next chunk) makes the next chunk part of the definition: without its
+            # parameters the model guesses them (eval/RESULTS.md). The next chunk only: a
+            # stray parenthesis in a string must not carry on through the file.
+            continues = open_signature
+            tail = part[definitions[-1].start() :] if definitions else ""
+            open_signature = tail.count("(") > tail.count(")")
             names = names_in(part)
             if len(names) < MIN_WORDS:
                 continue
             stripped = frozenset(s for line in part.split("\n") if (s := line.strip()))
             yield Chunk(
                 next(self._ids), owner, path, part, stripped, frozenset(names),
-                frozenset(defined_in(part)), bool(_DEFINITION.search(part)),
+                frozenset(defined_in(part)), bool(definitions) or continues,
             )  # fmt: skip
 
     def _grow(self, memory: _KeyMemory, delta: int) -> None:
