@@ -69,10 +69,10 @@ def workspaces_create(name: str, database: Database, **_: Any) -> None:
 @workspaces.command("list")
 @_database_options
 def workspaces_list(database: Database, **_: Any) -> None:
-    """List workspaces and their active keys."""
-    table = Table("workspace", "created (UTC)", "active keys")
-    for name, created, count in KeyStore(database).list_workspaces():
-        table.add_row(name, _when(created), str(count))
+    """List workspaces, their active keys and what the server remembers of their editors."""
+    table = Table("workspace", "created (UTC)", "active keys", "memory")
+    for name, created, count, memory in KeyStore(database).list_workspaces():
+        table.add_row(name, _when(created), str(count), memory)
     out.print(table)
 
 

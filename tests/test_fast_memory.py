@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from fimgate.api.app import forget_revoked
+from fimgate.cli import main
 from fimgate.engines.context_memory import (
     BYTES_PER_KEY,
     FILES_PER_KEY,
@@ -181,6 +183,16 @@ async def test_a_workspace_can_turn_memory_off(fast: FastApp) -> None:
     await _complete(fast, PRICING)
     assert "def compute_total" not in await _complete(fast, CHECKOUT)
     assert _memory(fast).size == 0  # nothing kept either
+
+
+def test_an_operator_sees_each_workspaces_memory(tmp_path: Path) -> None:
+    env = {"FIMGATE_DATA_DIR": str(tmp_path)}
+    for args in (["create", "acme"], ["create", "zeta"], ["memory", "zeta", "off"]):
+        assert CliRunner().invoke(main, ["workspaces", *args], env=env).exit_code == 0
+    listed = CliRunner().invoke(main, ["workspaces", "list"], env=env, terminal_width=200)
+    rows = {line.split()[1]: line.split()[-2] for line in listed.output.splitlines()
+            if line.startswith("│ ") and "workspace" not in line}  # fmt: skip
+    assert rows["acme"] == "key" and rows["zeta"] == "off", listed.output
 
 
 async def test_a_deployment_can_turn_memory_off(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def ensure_first_key(keys: KeyStore, path: Path) -> bool:
     Returns whether it did."""
     if keys.count_keys():
         return False
-    if FIRST_WORKSPACE not in {name for name, _, _ in keys.list_workspaces()}:
+    if FIRST_WORKSPACE not in {name for name, *_ in keys.list_workspaces()}:
         keys.create_workspace(FIRST_WORKSPACE)
     _, key = keys.create_key(FIRST_WORKSPACE, name="first key")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -89,8 +89,8 @@ class KeyStore:
                 raise AdminError(f"workspace {name!r} already exists")
             session.add(Workspace(name=name))
 
-    def list_workspaces(self) -> list[tuple[str, datetime, int]]:
-        """(name, created, active keys) for every workspace."""
+    def list_workspaces(self) -> list[tuple[str, datetime, int, str]]:
+        """(name, created, active keys, memory) for every workspace."""
         active = (
             select(func.count(ApiKey.id))
             .where(ApiKey.workspace_id == Workspace.id, ApiKey.revoked_at.is_(None))
@@ -98,9 +98,11 @@ class KeyStore:
         )
         with self._db.session() as session:
             rows = session.execute(
-                select(Workspace.name, Workspace.created_at, active).order_by(Workspace.name)
+                select(Workspace.name, Workspace.created_at, active, Workspace.memory).order_by(
+                    Workspace.name
+                )
             )
-            return [(name, created, count) for name, created, count in rows]
+            return [(name, created, count, memory) for name, created, count, memory in rows]
 
     def set_memory(self, name: str, memory: str) -> None:
         """What the gateway remembers of workspace ``name``'s editors: off, key, workspace."""
