@@ -90,6 +90,10 @@ from fimgate_eval.sandbox import run_program
     help="editor: only the tasks that are not cross-file (what memory must not cost).",
 )
 @click.option(
+    "--tasks", "tasks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="editor: only the tasks named in this file, one per line (the records' names).",
+)  # fmt: skip
+@click.option(
     "--no-ceiling",
     "no_ceiling",
     is_flag=True,
@@ -107,8 +111,9 @@ from fimgate_eval.sandbox import run_program
 def eval_command(
     suite: str, data_dir: Path | None, languages: str | None, infilling: str,
     limit: int | None, url: str | None, key: str | None, models: tuple[str, ...],
-    wires: str, passed_through: bool, cross_file: bool, other_holes: bool, no_ceiling: bool,
-    threads: int | None, json_path: Path | None, resume: bool,
+    wires: str, passed_through: bool, cross_file: bool, other_holes: bool,
+    tasks_file: Path | None, no_ceiling: bool, threads: int | None, json_path: Path | None,
+    resume: bool,
 ) -> None:  # fmt: skip
     """Completion quality through a fimgate's API: HumanEval-FIM exact match (Qwen2.5-Coder
     scoring) and HumanEval single-line infilling (exact match, pass@1 in a sandbox), or
@@ -122,6 +127,7 @@ def eval_command(
             list(models) or [DEFAULT_MODEL, "qwen2.5-coder-0.5b"],
             _split(languages or "py,ts,js"), limit, _split(wires), passed_through, cross_file,
             threads, json_path, resume, ceilings=not no_ceiling, other_holes=other_holes,
+            names=_names(tasks_file),
         )  # fmt: skip
         return
     if data_dir is None:
@@ -188,6 +194,12 @@ def eval_command(
             {"model": model, "seconds": round(seconds, 1), "summary": summary, "records": results},
             indent=1,
         ))  # fmt: skip
+
+
+def _names(path: Path | None) -> set[str] | None:
+    if path is None:
+        return None
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
 
 
 def _split(text: str) -> list[str]:

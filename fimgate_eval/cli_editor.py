@@ -36,6 +36,7 @@ def editor_eval(
     models: list[str], languages: list[str], limit: int | None, wires: list[str],
     passed_through: bool, cross_file: bool, threads: int | None, json_path: Path | None,
     resume: bool, ceilings: bool = True, other_holes: bool = False,
+    names: set[str] | None = None,
 ) -> None:  # fmt: skip
     session = editor_suite.SESSION
     known = (*FORMATS, *editor_suite.ROUTES, session, *(f"{session}-{f}" for f in FORMATS))
@@ -47,6 +48,14 @@ def editor_eval(
     tasks = editor_holes.load(languages)
     if cross_file or other_holes:
         tasks = [task for task in tasks if task.cross_file == cross_file]
+    if names is not None:
+        unknown_names = names - {task.name for task in tasks}
+        if unknown_names:
+            raise click.UsageError(
+                f"--tasks names {len(unknown_names)} task(s) not among those chosen (languages, "
+                f"--cross-file, --other-holes): {', '.join(sorted(unknown_names)[:3])}"
+            )
+        tasks = [task for task in tasks if task.name in names]
     if limit:
         tasks = editor_holes.quick(tasks, limit)
     ways = editor_suite.ways_for(wires, passed_through, ceilings)

@@ -196,6 +196,21 @@ def test_editor_tasks_are_cut_the_same_way_every_time_and_hold_what_they_say() -
 
 
 @pytest.mark.fast
+def test_editor_tasks_file_names_a_part_of_the_suite_and_refuses_a_name_not_in_it(
+    tmp_path: Path,
+) -> None:
+    names = tmp_path / "tasks.txt"
+    known = editor_holes.load(["js"])[0].name
+    names.write_text(f"{known}\njs:nowhere:x.js:1:single\n")
+    done = subprocess.run(
+        [FIMGATE, "eval", "--suite", "editor", "--languages", "js", "--tasks", str(names)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "js:nowhere:x.js:1:single" in done.stderr
+    assert known not in done.stderr  # only the name it lacks is reported
+
+
+@pytest.mark.fast
 def test_each_wire_is_compared_with_its_own_ceiling_and_only_those_ceilings_are_made() -> None:
     def keys(wires: list[str], passed_through: bool) -> list[str]:
         return [way.key for way in editor_suite.ways_for(wires, passed_through)]
