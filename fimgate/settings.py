@@ -217,6 +217,11 @@ class EngineSettings(_Section):
         768, ge=0, help="The chunks a prompt gets from editor memory keep at most this many "
         "tokens (the least related are left out).",
     )  # fmt: skip
+    memory_layout: Literal["chunks", "files"] = setting(
+        "chunks", help="How memory's chunks are laid out: chunks, each under a file separator "
+        "of its own; files, a remembered file's chunks together under one (measured in "
+        "eval/RESULTS.md, \"Memory's chunks laid out as files\").",
+    )  # fmt: skip
     memory_beside_client_files: bool = setting(
         False, help="Give editor memory's chunks to a prompt whose client sent other files "
         "too (Continue's snippets, input_extra, Tabby's segments), before them; by default "

@@ -33,6 +33,13 @@ CHECKOUT = (
     "from shop.pricing import compute_total\n\n\ndef checkout(cart, tax_rate):\n"
     "    prices = [item.price for item in cart]\n    total = "
 )
+# A definition whose signature the first 12-line chunk cuts: its parameters are in the next.
+SIGNATURE_CUT = "\n".join(
+    [f"RATE_{n} = {n}" for n in range(10)]
+    + ["def compute_total(", "    prices,", "    tax_rate,"]
+    + ["    discount_code=None,", "    currency='EUR',", "):", "    subtotal = sum(prices)"]
+    + ["    return round(subtotal * (1 + tax_rate), 2)", ""]
+)
 UNRELATED = "class Colour:\n    red = 1\n    green = 2\n    blue = 3\n    magenta = 4\n"
 
 
@@ -92,12 +99,26 @@ async def test_only_chunks_that_define_something_are_given(fast: FastApp) -> Non
 async def test_a_signature_cut_by_a_chunk_brings_its_parameters(fast: FastApp) -> None:
     """``def __init__(`` at a chunk's end, its parameters in the next chunk (which defines
     nothing): the model needs both halves (eval/RESULTS.md, "Signatures cut by a chunk")."""
-    lines = [f"RATE_{n} = {n}" for n in range(10)] + ["def compute_total(", "    prices,"]
-    lines += ["    tax_rate,", "    discount_code=None,", "    currency='EUR',", "):"]
-    lines += ["    subtotal = sum(prices)", "    return round(subtotal * (1 + tax_rate), 2)"]
-    await _complete(fast, "\n".join(lines) + "\n")
+    await _complete(fast, SIGNATURE_CUT)
     prompt = await _complete(fast, CHECKOUT + "compute_total(prices, tax_rate, discount_code=")
     assert "def compute_total(" in prompt and "currency='EUR'" in prompt
+
+
+@pytest.mark.parametrize("layout", ["chunks", "files"])
+async def test_a_files_chunks_are_laid_out_apart_or_as_one_file(
+    tmp_path: Path, layout: str
+) -> None:
+    """``memory_layout``: each chunk under a separator of its own (the default), or a file's
+    chunks together, in their order, under one (eval/RESULTS.md)."""
+    async with fast_app(tmp_path, n_ctx=4096, memory_layout=layout) as fast:
+        await _complete(fast, SIGNATURE_CUT)
+        prompt = await _complete(fast, CHECKOUT + "compute_total(prices, tax_rate, currency=")
+        context = prompt[: prompt.index("<|fim_prefix|>")]
+        head, cut = context.index("def compute_total("), context.index("    tax_rate,")
+        assert head < cut and "currency='EUR'" in context
+        separators = context[head:cut].count("<|file_sep|>")
+        assert separators == (1 if layout == "chunks" else 0)
+        assert context.count("<|file_sep|>") == (3 if layout == "chunks" else 2)
 
 
 async def test_its_own_file_is_not_given_back(fast: FastApp) -> None:

@@ -177,9 +177,10 @@ class PromptBuilder:
         self, job: FimJob, context: EditorContext | None, place: str, window: str
     ) -> list[list[int]]:
         """What the editor's memory gives this prompt (context_memory.py), as token ids of
-        ``path\ntext\n`` per chunk, in a stable order; the window and the files the client
-        sent are remembered first. Where the client sent other files, theirs stand alone
-        unless the deployment asks for memory beside them (never their own text again)."""
+        ``path\ntext\n`` per chunk (per file with ``memory_layout`` files), in a stable
+        order; the window and the files the client sent are remembered first. Where the
+        client sent other files, theirs stand alone unless the deployment asks for memory
+        beside them (never their own text again)."""
         editor = job.editor
         memory = self._sessions.context
         if (
@@ -204,9 +205,20 @@ class PromptBuilder:
             if used + len(ids) + 1 <= budget:
                 kept.append((chunk, ids))
                 used += len(ids) + 1
-        if kept:
-            self.counters.add(memory_prompts=1, memory_chunks=len(kept), memory_tokens=used)
-        return [ids for _, ids in sorted(kept, key=lambda k: k[0].id)]
+        kept.sort(key=lambda k: k[0].id)
+        out = [ids for _, ids in kept]
+        if self._settings.memory_layout == "files":
+            # One block per remembered file, its chunks in the order kept: fragments of one
+            # file read as one file, not as many files without a name.
+            files: dict[tuple[int, str, str], list[Chunk]] = {}
+            for chunk, _ in kept:
+                files.setdefault(chunk.owner, []).append(chunk)
+            texts = [f"{c[0].path}\n" + "\n".join(x.text for x in c) + "\n" for c in files.values()]
+            out = list(await asyncio.gather(*map(self._transport.tokenize, texts)))
+        if out:
+            tokens = sum(len(ids) + 1 for ids in out)
+            self.counters.add(memory_prompts=1, memory_chunks=len(kept), memory_tokens=tokens)
+        return out
 
     async def _tokens_of(self, chunk: Chunk) -> list[int]:
         ids = self._chunk_ids.get(chunk.id)
