@@ -236,7 +236,7 @@ class EngineSettings(_Section):
     )  # fmt: skip
     middle_end_stops: bool = setting(
         True, help="End a completion at a code fence or chat marker written out, or where it "
-        "types the suffix's next line again.",
+        "types the suffix's next line again (as a line, or joined onto its first).",
     )  # fmt: skip
     suggestions: bool = setting(
         True, help="A greedy request that types along an earlier suggestion of the same editor "

@@ -237,6 +237,17 @@ TWO_RETURNS = "    if b:\n        return False\n    if c:\n        return False\
         ("def f(x):\n", "", "    return x\n```\n\nThis function", ("    return x\n", True)),
         ("```python\n", "\n```\n", "x = 1\n```\n", ("x = 1", True)),
         ("def f(x):\n", "", "    return x<|im_end|>", ("    return x", True)),
+        # The suffix's next line joined onto the first, a trailing comment allowed.
+        ("    r = [f(", "\n        for m in rows\n    ]\n", "tuple, m)) for m in rows\n    ]",
+         ("tuple, m))", True)),
+        ("    r = [f(", "\n        for m in rows\n    ]\n", "tuple, m)) for m in rows  # all",
+         ("tuple, m))", False)),
+        # Not when the line goes on after it, nor for a short line, nor for nothing else.
+        ("    r = [f(", "\n        for m in rows\n    ]\n", "m) for m in rows if m]\n",
+         ("m) for m in rows if m]\n", False)),
+        ("  if (a) ", "\n  }\n}\n", "{ return 1; }\n", ("{ return 1; }\n", False)),
+        ("    r = [f(m) ", "\n        for m in rows\n    ]\n", " for m in rows\n",
+         (" for m in rows\n", False)),
     ],
 )  # fmt: skip
 def test_middle_ends_before_the_suffix_and_chat_artefacts(

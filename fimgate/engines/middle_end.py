@@ -12,6 +12,11 @@ endings are applied to every completion, in the stream, before text reaches the 
   line, only with the suffix's next line after it. The completion ends before it and the
   comment lines leading to it ("# Example usage"), and blank lines the suffix starts with
   anyway are not sent twice.
+- **The suffix's next line, joined on**: the completion's first line going on, after
+  something of its own and a space, with the text of the suffix's first complete non-blank
+  line (a trailing comment allowed) and ending there, as in ``tuple, m[:-1])) for m in r``
+  above a suffix line ``for m in r``. The completion ends before the space. Only a line of at
+  least ``JOIN_MIN_CHARS`` with a letter or digit: ``}`` or ``)`` on one line is often right.
 
 Text that may turn out to be the start of either is held back until it cannot be.
 """
@@ -156,6 +161,70 @@ class SuffixOverlap:
         return "".join(f"{line}\n" for line in before.split("\n")[:-1] if not line.strip())
 
 
+JOIN_MIN_CHARS = 8
+
+
+class JoinedSuffix:
+    """Ends the completion's first line before the suffix's next line typed onto it
+    (``anchor``, stripped): held back meanwhile is a run starting with a space that so far
+    may become it; past the first line, text goes through."""
+
+    def __init__(self, anchor: str) -> None:
+        self._anchor = anchor
+        self._held = ""
+        self._wrote = False  # text of the completion's own on this line
+        self._done = False  # past the first line
+
+    @staticmethod
+    def applies(anchor: str) -> bool:
+        return len(anchor) >= JOIN_MIN_CHARS and any(c.isalnum() for c in anchor)
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Returns the text safe to emit now, and whether the first line ended on the join."""
+        if self._done:
+            return text, False
+        line, newline, rest = text.partition("\n")
+        buf, out = self._held + line, ""
+        self._held = ""
+        start = self._hold_from(buf)
+        out, self._held = buf[:start], buf[start:]
+        self._wrote = self._wrote or bool(out.strip())
+        if not newline:
+            return out, False
+        if self._joined():
+            self._held = ""
+            return out, True
+        self._done = True
+        return out + self.flush() + newline + rest, False
+
+    def flush(self) -> str:
+        """The held text once the stream has ended (nothing, if it ended on the join)."""
+        held, self._held = self._held, ""
+        return "" if self._joined(held) else held
+
+    def _joined(self, held: str | None = None) -> bool:
+        held = self._held if held is None else held
+        return self._wrote and held[:1] in (" ", "\t") and _matches(held.lstrip(), self._anchor)
+
+    def _hold_from(self, buf: str) -> int:
+        # The first space after text of the line's own from which the rest may become the join.
+        wrote = self._wrote
+        for i, char in enumerate(buf):
+            if char in " \t" and wrote and self._may_join(buf[i:]):
+                return i
+            wrote = wrote or not char.isspace()
+        return len(buf)
+
+    def _may_join(self, run: str) -> bool:
+        text = run.lstrip()
+        if not text or self._anchor.startswith(text):
+            return True
+        rest = text[len(self._anchor) :] if text.startswith(self._anchor) else None
+        return rest is not None and (
+            not rest.strip() or (rest[0] in " \t" and _is_comment(rest, partial=True))
+        )
+
+
 class IndentEnd:
     """llama.cpp's ``n_indent``: after the first line, a line whose text starts with less
     indentation than ``n_indent`` ends the completion before that text (its indentation,
@@ -179,9 +248,9 @@ class IndentEnd:
 
 
 class MiddleEnd:
-    """The client's stop strings, then (with ``detect``) chat artefacts and the suffix typed
-    again, and (with ``n_indent``) a line indented too little, over one completion's stream
-    of text."""
+    """The client's stop strings, then (with ``detect``) chat artefacts, the suffix's next line
+    joined onto the first and the suffix typed again, and (with ``n_indent``) a line indented
+    too little, over one completion's stream of text."""
 
     def __init__(
         self, stop: tuple[str, ...], prefix: str, suffix: str, *, detect: bool,
@@ -190,6 +259,8 @@ class MiddleEnd:
         self._indent = IndentEnd(n_indent) if n_indent > 0 else None
         self._stops = StopMatcher([*stop, *(artefact_stops(prefix, suffix) if detect else ())])
         anchor = suffix_anchor(prefix, suffix) if detect else None
+        joined = anchor[0].strip() if anchor else ""
+        self._joined = JoinedSuffix(joined) if JoinedSuffix.applies(joined) else None
         self._overlap = (
             SuffixOverlap(
                 anchor,
@@ -203,6 +274,11 @@ class MiddleEnd:
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns the text safe to emit now, and whether the completion ends here."""
         text, stopped = self._indented(*self._stops.feed(text))
+        if self._joined is not None:
+            text, joined = self._joined.feed(text)
+            if stopped and not joined:
+                text += self._joined.flush()
+            stopped = stopped or joined
         if self._overlap is not None:
             text, overlapped = self._overlap.feed(text)
             if stopped and not overlapped:
@@ -213,6 +289,9 @@ class MiddleEnd:
     def flush(self) -> str:
         """What is left to emit once the stream has ended."""
         text, _ = self._indented(self._stops.flush(), False)
+        if self._joined is not None:
+            text, joined = self._joined.feed(text)
+            text = text if joined else text + self._joined.flush()
         if self._overlap is not None:
             text, overlapped = self._overlap.feed(text)
             text = text if overlapped else text + self._overlap.flush()
