@@ -218,8 +218,8 @@ class EngineSettings(_Section):
         "tokens (the least related are left out).",
     )  # fmt: skip
     memory_layout: Literal["chunks", "files"] = setting(
-        "chunks", help="How memory's chunks are laid out: chunks, each under a file separator "
-        "of its own; files, a remembered file's chunks together under one (measured in "
+        "files", help="How memory's chunks are laid out: files, a remembered file's chunks "
+        "together under one file separator; chunks, each under one of its own (measured in "
         "eval/RESULTS.md, \"Memory's chunks laid out as files\").",
     )  # fmt: skip
     memory_beside_client_files: bool = setting(

@@ -108,8 +108,8 @@ async def test_a_signature_cut_by_a_chunk_brings_its_parameters(fast: FastApp) -
 async def test_a_files_chunks_are_laid_out_apart_or_as_one_file(
     tmp_path: Path, layout: str
 ) -> None:
-    """``memory_layout``: each chunk under a separator of its own (the default), or a file's
-    chunks together, in their order, under one (eval/RESULTS.md)."""
+    """``memory_layout``: a file's chunks together, in their order, under one separator (the
+    default), or each chunk under one of its own (eval/RESULTS.md)."""
     async with fast_app(tmp_path, n_ctx=4096, memory_layout=layout) as fast:
         await _complete(fast, SIGNATURE_CUT)
         prompt = await _complete(fast, CHECKOUT + "compute_total(prices, tax_rate, currency=")
