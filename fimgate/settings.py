@@ -65,6 +65,10 @@ class ServerSettings(_Section):
         "Origin is a 403.",
     )  # fmt: skip
     max_body_bytes: int = setting(1 << 20, ge=1024, help="Largest request body; more is a 413.")
+    body_read_s: float = setting(
+        10.0, gt=0, help="A request's body must arrive whole within this many seconds of the "
+        "route starting to read it; else a 408 and the connection closed.",
+    )  # fmt: skip
     default_temperature: float = setting(
         0.0, ge=0.0, le=1.5,
         help="Temperature of a request that sends none (greedy: the best completions for "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -51,6 +52,59 @@ async def test_no_key_or_a_wrong_key_is_a_401_and_no_row(fast: FastApp) -> None:
     assert response.headers["www-authenticate"] == "Bearer"
     _error(await fast.post(BODY, key="fg-nope-nope"), 401, "invalid_api_key")
     assert fast.rows() == []
+
+
+async def test_two_authorization_headers_are_a_401_and_no_row(fast: FastApp) -> None:
+    """A proxy that reads the other header would account the request to another key."""
+    other = fast.workspace("other")
+    for second in (f"Bearer {other}", f"Bearer {fast.key}"):
+        headers = [("Authorization", f"Bearer {fast.key}"), ("Authorization", second)]
+        response = await fast.client.post(URL, json=BODY, headers=headers)
+        assert "2" in _error(response, 401, "ambiguous_api_key")["message"]
+    assert fast.rows() == []
+    assert (await fast.post(BODY)).status_code == 200
+
+
+async def test_the_recorded_latency_counts_from_the_requests_arrival(
+    fast: FastApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow key check (a frozen database: issue 29) is part of what the client waited; the
+    ledger row says so (a lower bound only: how fast the rest runs is free)."""
+    check = fast.gateway.keys.authenticate
+
+    def slow_check(key: str):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        return check(key)
+
+    monkeypatch.setattr(fast.gateway.keys, "authenticate", slow_check)
+    assert (await fast.post(BODY)).status_code == 200
+    (row,) = fast.rows()
+    assert row.latency_ms >= 300
+
+
+async def test_a_body_that_stops_short_is_a_408_and_no_hang(tmp_path: Path) -> None:
+    """Half the body sent, then nothing (a body shorter than its Content-Length): the route
+    gives up after ``body_read_s``, answers 408 and asks for the connection to close."""
+    async with fast_app(tmp_path, n_ctx=512, body_read_s=0.2) as app:
+        scope, raw = app.scope(BODY)
+        scope["headers"].append((b"content-length", str(len(raw)).encode()))
+        sent: list[dict] = []
+        parts = [{"type": "http.request", "body": raw[:10], "more_body": True}]
+
+        async def receive() -> dict:
+            if parts:
+                return parts.pop()
+            await asyncio.Event().wait()  # the client sends nothing more, and stays
+            return {}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app.app(scope, receive, send)
+        start, body = sent[0], json.loads(sent[1]["body"])
+        assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
+        assert body["code"] == "request_timeout" and f"10 of {len(raw)}" in body["message"]
+        assert [r.status for r in app.rows()] == [408]
 
 
 async def test_a_browser_origin_is_a_403(fast: FastApp) -> None:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from fimgate.api.errors import install_error_handlers
 from fimgate.api.metrics import Metrics
-from fimgate.api.middleware import Authenticate, RefuseBrowserOrigins
+from fimgate.api.middleware import Authenticate, RefuseBrowserOrigins, StampArrival
 from fimgate.api.routes import PUBLIC_PATHS, build_router, refusal_for
 from fimgate.api.serving import FimServing
 from fimgate.engines.context_memory import ContextMemory
@@ -80,7 +80,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(build_router())
-    # Added innermost first: a request meets the origin policy, then auth.
+    # Added innermost first: a request is stamped, meets the origin policy, then auth.
     app.add_middleware(Authenticate, public=PUBLIC_PATHS, refusal_for=refusal_for)
     app.add_middleware(RefuseBrowserOrigins, allowed=settings.allowed_origins)
+    app.add_middleware(StampArrival)
     return app

@@ -1,18 +1,22 @@
 """What every request passes before a route sees it, outermost first:
 
+0. ``StampArrival``: the request's clock starts here, before the key check, so its recorded
+   latency is what the client waited (a slow key store included).
 1. ``RefuseBrowserOrigins``: a request with an ``Origin`` header comes from a web page, where
    any visitor could read the API key: 403, and no CORS headers (unless the origin is on the
    allow-list, which then gets ordinary CORS).
 2. ``Authenticate``: a Bearer key is required everywhere but the public paths the routes name
    (health, readiness, metrics, which has its own check); the caller it names is put on the
    request. A refusal is written in the shape the path's clients parse (api/wires), and a
-   missing key names the setting where their users put one.
+   missing key names the setting where their users put one. Two ``Authorization`` headers
+   are refused: a proxy reading the other one would account the request to another key.
 
 That is all: what a FIM request costs, and its record, are ``api.serving``'s.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
@@ -31,6 +35,19 @@ async def _refuse(
     scope: Scope, receive: Receive, send: Send, error: ApiError, writer: Writer = error_response
 ) -> None:
     await writer(error, None)(scope, receive, send)
+
+
+ARRIVED = "arrived"  # the request's state: time.monotonic() when it reached the app
+
+
+class StampArrival:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})[ARRIVED] = time.monotonic()
+        await self.app(scope, receive, send)
 
 
 class RefuseBrowserOrigins:
@@ -82,8 +99,8 @@ def _unauthorized(message: str, code: str, challenge: str) -> ApiError:
     )
 
 
-def _bearer(scope: Scope) -> str | None:
-    scheme, _, token = (Headers(scope=scope).get("authorization") or "").partition(" ")
+def _bearer(headers: Headers) -> str | None:
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
 
@@ -102,7 +119,15 @@ class Authenticate:
             return await self.app(scope, receive, send)
         gateway: Gateway = scope["app"].state.gateway
         writer, where = self.refusal_for(scope["path"])
-        key = _bearer(scope)
+        headers = Headers(scope=scope)
+        if (sent := len(headers.getlist("authorization"))) > 1:
+            message = (
+                f"send one 'Authorization' header: this request has {sent}, and a proxy may "
+                "read another one than this server does"
+            )
+            error = _unauthorized(message, "ambiguous_api_key", 'Bearer error="invalid_request"')
+            return await _refuse(scope, receive, send, error, writer)
+        key = _bearer(headers)
         if key is None:
             message = "an API key is required: send the header 'Authorization: Bearer <key>'"
             message += f" (set it in {where})" if where else ""

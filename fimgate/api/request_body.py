@@ -10,6 +10,7 @@ decoder would make of a broken sequence, and the request is served.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -36,18 +37,28 @@ def too_large(max_bytes: int) -> ApiError:
     )  # fmt: skip
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, within ``timeout_s``: a client that stops sending (a body shorter than
+    its Content-Length, a trickle) gets a 408 and its connection closed, not a worker held."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large(max_bytes)
     body = bytearray()
     try:
-        async for part in request.stream():
-            body += part
-            if len(body) > max_bytes:
-                raise too_large(max_bytes)
+        async with asyncio.timeout(timeout_s):
+            async for part in request.stream():
+                body += part
+                if len(body) > max_bytes:
+                    raise too_large(max_bytes)
     except ClientDisconnect:
         raise BodyGone from None
+    except TimeoutError:
+        expected = f" of {declared}" if declared.isdigit() else ""
+        raise ApiError(
+            408, f"the request body did not arrive within {timeout_s:g} s ({len(body)}"
+            f"{expected} bytes received); send it whole", code="request_timeout",
+            headers={"Connection": "close"},
+        ) from None  # fmt: skip
     return bytes(body)
 
 

@@ -28,6 +28,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 import anyio
 from starlette.requests import Request
@@ -36,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 
 from fimgate.api.errors import ApiError
 from fimgate.api.metrics import Metrics
+from fimgate.api.middleware import ARRIVED
 from fimgate.api.ratelimit_headers import rate_limit_headers
 from fimgate.api.request_body import BodyGone, read_body
 from fimgate.api.request_log import log_request
@@ -110,13 +112,19 @@ _DRAINING = ApiError(
 class Live:
     """A request while it runs: the serving step's alone, ended once into an ``Outcome``."""
 
-    def __init__(self, principal: Principal, client_request_id: str | None, route: str) -> None:
+    def __init__(
+        self, principal: Principal, client_request_id: str | None, route: str,
+        arrived: float | None = None,
+    ) -> None:  # fmt: skip
         self.principal = principal
         self.route = route  # the wire, until the request names its kind
         self.request_id = f"cmpl-{uuid.uuid4().hex}"
         self.client_request_id = client_request_id
-        self.created_at = utcnow()
-        self.started = time.monotonic()
+        # The clock runs from the request's arrival (api.middleware.StampArrival), the key
+        # check included: its latency is what the client waited.
+        now = time.monotonic()
+        self.started = now if arrived is None else min(arrived, now)
+        self.created_at = utcnow() - timedelta(seconds=now - self.started)
         self.state = RequestState.RECEIVED
         self.stream = False
         self.model: str | None = None
@@ -200,13 +208,15 @@ class FimServing:
     ) -> Response:
         client_id = request.headers.get("x-request-id", "")
         live = Live(principal, client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else None,
-                    wire.name)  # fmt: skip
+                    wire.name, request.scope.get("state", {}).get(ARRIVED))  # fmt: skip
         self.in_flight += 1
         async with self._ended_if_interrupted(live):
             try:
                 if self.draining:
                     raise _DRAINING
-                body = await read_body(request, self.settings.max_body_bytes)
+                body = await read_body(
+                    request, self.settings.max_body_bytes, self.settings.body_read_s
+                )
                 live.route = wire.route_of(body) if wire.route_of else wire.name
                 asked = wire.parse(body)
                 live.stream, live.route = asked.streams, asked.route
