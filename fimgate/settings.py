@@ -125,6 +125,10 @@ class StoreSettings(_Section):
     redis_url: str | None = setting(
         None, help="Share rate limits between replicas through Redis.", shown="in-process"
     )
+    store_read_s: float = setting(
+        5.0, gt=0, help="A key check or limits lookup in the database must answer within this "
+        "many seconds; else the request gets a 503 with Retry-After (a frozen database).",
+    )  # fmt: skip
 
     @property
     def database(self) -> str:

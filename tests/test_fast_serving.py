@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -80,6 +81,28 @@ async def test_the_recorded_latency_counts_from_the_requests_arrival(
     assert (await fast.post(BODY)).status_code == 200
     (row,) = fast.rows()
     assert row.latency_ms >= 300
+
+
+async def test_a_key_store_that_does_not_answer_in_time_is_a_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen database (alive, silent) holds a pooled connection's query for as long as it
+    is frozen: the key check is given up after ``store_read_s`` (the real store, its check
+    held longer than that), and the request refused with a Retry-After, not held."""
+    async with fast_app(tmp_path, n_ctx=512, store_read_s=0.2) as app:
+        check, thawed = app.gateway.keys.authenticate, threading.Event()
+
+        def frozen_check(key: str):  # type: ignore[no-untyped-def]
+            thawed.wait(30)
+            return check(key)
+
+        monkeypatch.setattr(app.gateway.keys, "authenticate", frozen_check)
+        response = await app.post(BODY)
+        thawed.set()
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        assert response.json()["type"] == "service_unavailable" and app.rows() == []
+        monkeypatch.setattr(app.gateway.keys, "authenticate", check)
+        assert (await app.post(BODY)).status_code == 200  # back once the store answers
 
 
 async def test_a_body_that_stops_short_is_a_408_and_no_hang(tmp_path: Path) -> None:

@@ -114,3 +114,9 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error")
         body = error_body("internal server error", "internal_error")
         return JSONResponse(body, status_code=500)
+
+
+def unavailable(message: str) -> ApiError:
+    """The store or the rate limiter could not check a request in time: it is refused, and
+    a retry a few seconds on may find them back (or another replica)."""
+    return ApiError(503, message, type="service_unavailable", headers={"Retry-After": "5"})

@@ -24,7 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fimgate.api.errors import ApiError, error_response
+from fimgate.api.errors import ApiError, error_response, unavailable
 from fimgate.gateway.core import Gateway, GatewayUnavailable
 from fimgate.gateway.keys import InvalidKey
 
@@ -136,7 +136,7 @@ class Authenticate:
         try:
             principal = await gateway.authenticate(key)
         except GatewayUnavailable as exc:
-            error = ApiError(503, str(exc), type="service_unavailable")
+            error = unavailable(str(exc))
             return await _refuse(scope, receive, send, error, writer)
         except InvalidKey as exc:
             error = _unauthorized(str(exc), "invalid_api_key", 'Bearer error="invalid_token"')

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from fimgate.api.errors import ApiError
+from fimgate.api.errors import ApiError, unavailable
 from fimgate.api.metrics import Metrics
 from fimgate.api.middleware import ARRIVED
 from fimgate.api.ratelimit_headers import rate_limit_headers
@@ -296,7 +296,7 @@ class FimServing:
                 429, str(exc), type="rate_limit_error", code="rate_limit_exceeded"
             ) from None
         except GatewayUnavailable as exc:
-            raise ApiError(503, str(exc), type="service_unavailable") from None
+            raise unavailable(str(exc)) from None
         live.admission, live.decision = admission, admission.decision
         live.state = RequestState.ADMITTED
         self.metrics.started(served.name)

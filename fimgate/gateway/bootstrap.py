@@ -33,6 +33,7 @@ def open_gateway(settings: GatewaySettings, store: StoreSettings) -> Gateway:
         limiter,
         Limits(rpm=settings.default_rpm, tpm=settings.default_tpm),
         settings.reserve_output_tokens,
+        store_read_s=store.store_read_s,
     )
 
 

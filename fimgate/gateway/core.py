@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio
 from anyio.to_thread import run_sync
@@ -25,6 +27,7 @@ from fimgate.gateway.usage import UsageLedger
 from fimgate.store.database import Database
 
 log = logging.getLogger("fimgate.gateway")
+T = TypeVar("T")
 
 
 class RateLimited(Exception):
@@ -66,8 +69,12 @@ class Gateway:
         limiter: RateLimiter,
         defaults: Limits,
         output_estimate: int,
+        store_read_s: float = 5.0,
     ) -> None:
         self.database = database
+        # A frozen database (alive, silent) never fails a pooled connection's query: the
+        # reads a request waits on are given up after this, and the request refused.
+        self.store_read_s = store_read_s
         self.keys = KeyStore(database)
         self.limits = LimitBook(database, defaults)
         self.limiter = limiter
@@ -78,10 +85,16 @@ class Gateway:
 
     async def authenticate(self, key: str) -> Principal:
         try:
-            return await run_sync(self.keys.authenticate, key)
-        except (SQLAlchemyError, OSError) as exc:
+            return await self._read(self.keys.authenticate, key)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             log.error("key check failed: %s", type(exc).__name__)
             raise GatewayUnavailable("the key store is unavailable; retry shortly") from None
+
+    async def _read(self, read: Callable[..., T], *args: object) -> T:
+        """``read(*args)`` in a thread, given up after ``store_read_s`` (TimeoutError); the
+        thread is left to finish on its own (a read changes nothing)."""
+        with anyio.fail_after(self.store_read_s):
+            return await run_sync(read, *args, abandon_on_cancel=True)
 
     async def admit(
         self,
@@ -127,8 +140,8 @@ class Gateway:
 
     async def _limits(self, principal: Principal, model: str, aliases: tuple[str, ...]) -> Limits:
         try:
-            return await run_sync(self.limits.resolve, principal.workspace_id, model, aliases)
-        except (SQLAlchemyError, OSError) as exc:
+            return await self._read(self.limits.resolve, principal.workspace_id, model, aliases)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             log.error("limit lookup failed: %s", type(exc).__name__)
             raise GatewayUnavailable("the limits store is unavailable; retry shortly") from None
 
