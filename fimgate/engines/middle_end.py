@@ -184,8 +184,7 @@ class JoinedSuffix:
         if self._done:
             return text, False
         line, newline, rest = text.partition("\n")
-        buf, out = self._held + line, ""
-        self._held = ""
+        buf = self._held + line
         start = self._hold_from(buf)
         out, self._held = buf[:start], buf[start:]
         self._wrote = self._wrote or bool(out.strip())
