@@ -86,6 +86,7 @@ class PromptBuilder:
         recall = settings.window_recall and settings.max_prefix_tokens
         self._recall_chars = settings.max_prefix_tokens * RECALL_CHARS_PER_TOKEN if recall else 0
         self._chunk_ids: LRUCache[int, list[int]] = LRUCache(4096)  # chunks are immutable
+        self._file_block_ids: LRUCache[tuple[int, ...], list[int]] = LRUCache(1024)
         self.counters = Counters("memory_prompts", "memory_chunks", "memory_tokens")
 
     def _resolve_template(self, name: str | None) -> tuple[FimTemplate, dict[str, int], int | None]:
@@ -213,12 +214,23 @@ class PromptBuilder:
             files: dict[tuple[int, str, str], list[Chunk]] = {}
             for chunk, _ in kept:
                 files.setdefault(chunk.owner, []).append(chunk)
-            texts = [f"{c[0].path}\n" + "\n".join(x.text for x in c) + "\n" for c in files.values()]
-            out = list(await asyncio.gather(*map(self._transport.tokenize, texts)))
+            out = list(await asyncio.gather(*map(self._file_ids, files.values())))
         if out:
             tokens = sum(len(ids) + 1 for ids in out)
             self.counters.add(memory_prompts=1, memory_chunks=len(kept), memory_tokens=tokens)
         return out
+
+    async def _file_ids(self, chunks: list[Chunk]) -> list[int]:
+        """``path\ntext\n`` of one file's chunks joined: cached like a chunk's, since a
+        file's prompt keeps its chunks across keystrokes (one chunk: that chunk's ids)."""
+        if len(chunks) == 1:
+            return await self._tokens_of(chunks[0])
+        key = tuple(c.id for c in chunks)
+        ids = self._file_block_ids.get(key)
+        if ids is None:
+            text = f"{chunks[0].path}\n" + "\n".join(c.text for c in chunks) + "\n"
+            ids = self._file_block_ids[key] = await self._transport.tokenize(text)
+        return ids
 
     async def _tokens_of(self, chunk: Chunk) -> list[int]:
         ids = self._chunk_ids.get(chunk.id)
