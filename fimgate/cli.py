@@ -41,6 +41,7 @@ def serve(settings: Settings) -> None:
 
     from fimgate.api.app import create_app
     from fimgate.api.drain import DrainingServer
+    from fimgate.api.http_protocol import with_header_deadline
     from fimgate.api.request_log import logging_config
     from fimgate.engines.base import EngineError
     from fimgate.engines.loading import model_loader
@@ -66,8 +67,9 @@ def serve(settings: Settings) -> None:
 
     console.print(f"fimgate: loading {loading}; serving on http://{server.host}:{server.port}")
     app = create_app(server, load_models, gateway)
+    protocol = with_header_deadline(server.header_read_s, app.state.metrics.headers_late.inc)
     config = uvicorn.Config(
-        app, host=server.host, port=server.port, log_config=log_config,
+        app, host=server.host, port=server.port, log_config=log_config, http=protocol,
         # After the drain, what is left (idle keep-alive connections) gets a few seconds.
         timeout_graceful_shutdown=5,
     )  # fmt: skip

@@ -65,6 +65,11 @@ class ServerSettings(_Section):
         "Origin is a 403.",
     )  # fmt: skip
     max_body_bytes: int = setting(1 << 20, ge=1024, help="Largest request body; more is a 413.")
+    header_read_s: float = setting(
+        10.0, gt=0, help="A connection waiting for a request's headers (new, or kept alive "
+        "after an answer) must get them whole within this many seconds; else a 408 and the "
+        "connection closed.",
+    )  # fmt: skip
     body_read_s: float = setting(
         10.0, gt=0, help="A request's body must arrive whole within this many seconds of the "
         "route starting to read it; else a 408 and the connection closed.",
@@ -129,6 +134,15 @@ class StoreSettings(_Section):
         5.0, gt=0, help="A key check or limits lookup in the database must answer within this "
         "many seconds; else the request gets a 503 with Retry-After (a frozen database).",
     )  # fmt: skip
+    ledger_write_s: float = setting(
+        5.0, gt=0, help="A request's usage row must be written within this many seconds; else "
+        "its answer is withheld (503 usage_not_recorded), and a row that commits later is "
+        "amended to say so.",
+    )  # fmt: skip
+    redis_timeout_s: float = setting(
+        5.0, gt=0, help="Each call to Redis (connect, admit, settle) must answer within this "
+        "many seconds; else the request gets a 503 with Retry-After.",
+    )  # fmt: skip
 
     @property
     def database(self) -> str:
@@ -165,6 +179,12 @@ class EngineSettings(_Section):
     upstream_health_timeout_s: float = setting(
         5.0, gt=0, help="How long an upstream's /health has to answer 200 before it is ejected "
         "(it comes back when it answers again).",
+    )  # fmt: skip
+    upstream_stall_s: float = setting(
+        30.0, gt=0, help="After its first token, the longest an upstream may send nothing (a "
+        "frozen server: one the health check ejected gets 1 s); past it the upstream is ejected "
+        "and the generation lost: a stream ends with an error, a whole answer is run again on "
+        "another upstream.",
     )  # fmt: skip
 
     # -- how the in-process llama.cpp runs (an upstream server has its own) -----------------

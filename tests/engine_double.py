@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fimgate.engines.base import EngineError
+from fimgate.engines.base import EngineError, GenerationLost
 from fimgate.engines.counters import Counters
 from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling
 
@@ -47,6 +47,7 @@ class Script:
     write: Callable[[str], str] = lambda prompt: "return a + b\n"
     hold_at: int = -1
     fail_at: int = -1
+    lose_at: int = -1  # the generation is lost there, once (an upstream gone silent)
     resume: asyncio.Event = field(default_factory=asyncio.Event)
     reached: asyncio.Event = field(default_factory=asyncio.Event)  # set at hold_at
     # A cancelled run lets go of its turn only once this is set, as llama.cpp lets go of a
@@ -63,7 +64,7 @@ class ScriptedTransport:
         self.script = Script()
         self.prompts: list[list[int]] = []  # every prompt run, in order
         self.chats: list[dict[str, Any]] = []  # every chat request, in order
-        self.counters = Counters("requests", "cancelled", "generated_tokens")
+        self.counters = Counters("requests", "active", "cancelled", "generated_tokens")
 
     async def tokenize(self, text: str, pieces: bool = False) -> list[Any]:
         ids = [ord(c) + OFFSET for c in text]
@@ -84,7 +85,7 @@ class ScriptedTransport:
     async def run(self, ids: list[int], sampling: Sampling, route: Route) -> AsyncIterator[Chunk]:
         sampling.check(self.capabilities)
         self.prompts.append(list(ids))
-        self.counters.add(requests=1)
+        self.counters.add(requests=1, active=1)
         text = self._output(ids, sampling)
         route.turn.hold()
         finished = False
@@ -102,6 +103,7 @@ class ScriptedTransport:
                     return
             finished = True
         finally:
+            self.counters.add(active=-1)
             if not finished:
                 self.counters.add(cancelled=1)
                 route.turn.stop()
@@ -150,6 +152,9 @@ class ScriptedTransport:
         script = self.script
         if n == script.fail_at:
             raise EngineError("the stand-in model failed, as scripted")
+        if n == script.lose_at:
+            script.lose_at = -1
+            raise GenerationLost("the stand-in upstream went silent, as scripted")
         if n == script.hold_at:
             script.reached.set()
             await script.resume.wait()

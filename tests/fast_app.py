@@ -117,7 +117,8 @@ async def fast_app(folder: Path, **settings: Any) -> AsyncIterator[FastApp]:
     clock = Clock()
     config = Settings.load(data_dir=folder, models=[MODEL], **settings)
     gateway = open_gateway(config.gateway, config.store)
-    gateway.limiter = MemoryRateLimiter(clock=clock)
+    if not config.store.redis_url:  # else the real Redis limiter, on Redis's own clock
+        gateway.limiter = MemoryRateLimiter(clock=clock)
     ensure_first_key(gateway.keys, config.first_key_file)
     key = config.first_key_file.read_text().strip()
     transport = ScriptedTransport(context_length=config.engine.n_ctx)

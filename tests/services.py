@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from fimgate.local_process import free_port, stop
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (PostgreSQL is a postmaster and its children)."""
+    parents: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = Path(stat).read_text()
+            child, parent = int(text.split(" ", 1)[0]), int(text.rsplit(")", 1)[1].split()[1])
+            parents.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        todo.extend(parents.get(current, []))
+    return found
+
+
+@contextlib.contextmanager
+def frozen(process: subprocess.Popen) -> Iterator[None]:
+    """The server alive and silent for the block (SIGSTOP to it and its children), as a hung
+    host or a black-holed network leaves it: connections open, nothing answered."""
+    pids = _tree(process.pid)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def _pg_bin(name: str) -> str | None:
@@ -78,6 +111,11 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
+        # A fast shutdown (SIGINT to the postmaster: under runuser, its child): clients still
+        # connected are disconnected, where the default one waits for them to leave.
+        postmaster = _tree(self.process.pid)[1 if os.geteuid() == 0 else 0]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGINT)
         stop(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -105,6 +105,32 @@ async def test_a_key_store_that_does_not_answer_in_time_is_a_503(
         assert (await app.post(BODY)).status_code == 200  # back once the store answers
 
 
+async def test_a_ledger_write_past_its_deadline_withholds_and_is_amended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen database holds a row's write: past ``ledger_write_s`` the answer is withheld
+    (503 usage_not_recorded), and the row, written once the database thaws, is amended to
+    say the client got that 503: one row, telling what the client got, and not two."""
+    async with fast_app(tmp_path, n_ctx=512, ledger_write_s=0.2) as app:
+        record, thawed = app.gateway.ledger.record, threading.Event()
+
+        def frozen_record(row: dict) -> None:
+            thawed.wait(30)
+            record(row)
+
+        monkeypatch.setattr(app.gateway.ledger, "record", frozen_record)
+        response = await app.post(BODY)
+        _error(response, 503, "usage_not_recorded")
+        assert app.rows() == []  # not yet: the write still waits for the database
+        thawed.set()
+        await app.gateway.late_rows_written()
+        (row,) = app.rows()
+        assert row.status == 503 and row.request_id == response.headers["x-request-id"]
+        monkeypatch.setattr(app.gateway.ledger, "record", record)
+        assert (await app.post(BODY)).status_code == 200  # back once the database answers
+        assert [r.status for r in app.rows()] == [503, 200]
+
+
 async def test_a_body_that_stops_short_is_a_408_and_no_hang(tmp_path: Path) -> None:
     """Half the body sent, then nothing (a body shorter than its Content-Length): the route
     gives up after ``body_read_s``, answers 408 and asks for the connection to close."""
@@ -244,6 +270,36 @@ async def test_a_stream_left_after_some_tokens_is_charged_for_them(fast: FastApp
     (row,) = fast.rows()
     assert row.status == 200 and row.cancelled and row.completion_tokens == 3
     assert fast.transport.stats()["cancelled"] == 1
+    # /metrics counts it as left (499), not among the answered, though its headers said 200.
+    text = (await fast.client.get("/metrics")).text
+    assert 'model="test-model",route="fim",status="499",workspace="default"} 1.0' in text
+    assert 'status="200"' not in text
+
+
+async def test_health_and_metrics_tell_one_count_of_what_is_in_flight(fast: FastApp) -> None:
+    """While a request runs, /health and /metrics read the same counts: the requests not yet
+    settled and the engine's jobs; both go back to zero once it ends."""
+    script = fast.transport.script
+    script.hold_at = 1
+    task = asyncio.create_task(fast.post(BODY))
+    await script.reached.wait()
+
+    async def counts() -> tuple[tuple[int, int], tuple[float, float]]:
+        health = (await fast.client.get("/health")).json()
+        metrics = (await fast.client.get("/metrics")).text
+        wanted = ("fimgate:requests_in_flight", "fimgate:engine_jobs")
+        gauge = {line.split(" ")[0]: float(line.split(" ")[1])
+                 for line in metrics.splitlines() if line.startswith(wanted)}  # fmt: skip
+        return (
+            (health["requests_in_flight"], health["models"][MODEL]["active"]),
+            (gauge["fimgate:requests_in_flight"],
+             gauge[f'fimgate:engine_jobs_running{{model="{MODEL}"}}']),
+        )  # fmt: skip
+
+    assert await counts() == ((1, 1), (1.0, 1.0))
+    script.resume.set()
+    assert (await task).status_code == 200
+    assert await counts() == ((0, 0), (0.0, 0.0))
 
 
 @pytest.mark.parametrize("fail_at", [0, 3])
@@ -259,6 +315,24 @@ async def test_an_engine_that_fails_is_a_503_or_an_error_finish(
     assert streamed[-2]["choices"][0]["finish_reason"] == "error"
     assert streamed[-1] == {"done": True}
     assert [(r.status, r.cancelled) for r in fast.rows()] == [(503, False), (503, False)]
+
+
+async def test_a_generation_lost_midway_is_run_again_when_nothing_was_shown(
+    fast: FastApp,
+) -> None:
+    """An upstream that goes silent after some tokens: a whole answer is made again (its
+    client saw nothing), a stream, whose client saw the first tokens, ends with an error."""
+    fast.transport.script.lose_at = 3
+    whole = await fast.post(BODY)
+    content = whole.json()["choices"][0]["message"]["content"]
+    assert whole.status_code == 200 and content == "return a + b\n"
+    assert fast.transport.stats()["requests"] == 2
+    fast.transport.script.lose_at = 3
+    streamed = sse_events(
+        [{"type": "http.response.body", "body": (await fast.post(STREAM)).content}]
+    )
+    assert streamed[-2]["choices"][0]["finish_reason"] == "error"
+    assert [(r.status, r.cancelled) for r in fast.rows()] == [(200, False), (503, False)]
 
 
 async def test_a_ledger_that_refuses_rows_withholds_the_answer(fast: FastApp) -> None:
@@ -297,7 +371,7 @@ async def test_metrics_count_each_request_once_and_the_gauges_come_back(fast: Fa
     text = (await fast.client.get("/metrics")).text
     answered = 'model="test-model",route="fim",status="200",workspace="default"'
     assert f"fimgate:requests_total{{{answered}}} 2.0" in text
-    unknown = 'model="",route="fim",status="404",workspace="default"'
+    unknown = 'model="none",route="fim",status="404",workspace="default"'
     assert f"fimgate:requests_total{{{unknown}}} 1.0" in text
     assert 'fimgate:num_requests_running{model="test-model"} 0.0' in text
     assert 'fimgate:num_requests_waiting{model="test-model"} 0.0' in text

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from fimgate.engines import router as router_module
-from fimgate.engines.base import EngineError
+from fimgate.engines.base import EngineError, GenerationLost
 from fimgate.engines.router import Router, Upstream
 from fimgate.engines.sessions import Turn
 from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling
@@ -402,7 +402,7 @@ async def test_a_failure_after_the_first_chunk_ends_the_stream() -> None:
     async with serving(a, b) as router:
         turn = Turn()
         got: list[str] = []
-        with pytest.raises(UpstreamUnavailable, match="connection reset"):
+        with pytest.raises(GenerationLost, match="connection reset"):
             async for chunk in router.run(IDS, SAMPLING, Route(key_for(router, a.url), turn)):
                 got.append(chunk.text)
         assert got == ["from "]
@@ -460,6 +460,41 @@ async def test_an_ejection_does_not_cut_a_stream_that_flows() -> None:
         assert [chunk.text async for chunk in chunks] == [a.url]
         assert b.calls == 0
         assert router.stats()["retried"] == 0
+
+
+@pytest.mark.anyio
+async def test_a_stream_whose_upstream_goes_silent_is_lost_once_ejected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After its first token, an upstream frozen mid-stream (the health check ejects it)
+    loses the generation once it has sent nothing for the grace, and is not waited on for
+    the whole stall bound."""
+    monkeypatch.setattr(router_module, "EJECTED_GRACE_S", 0.01)
+    a, b = fakes(2)
+    a.gates[1] = asyncio.Event()  # never set: silent after its first token
+    async with serving(a, b, stall=NEVER) as router:
+        chunks = router.run(IDS, SAMPLING, Route(key_for(router, a.url)))
+        assert (await anext(chunks)).text == "from "
+        a.alive = False
+        await router.check_health()
+        with pytest.raises(GenerationLost, match="ejected and sent nothing"):
+            await anext(chunks)
+        assert a.runs_closed == 1 and b.calls == 0  # its connection closed; not sent again
+
+
+@pytest.mark.anyio
+async def test_a_stream_silent_past_the_stall_bound_is_lost_and_its_upstream_ejected() -> None:
+    """One that still answers its health check but sends nothing for ``stall`` seconds."""
+    a, b = fakes(2)
+    a.gates[1] = asyncio.Event()
+    async with serving(a, b, stall=0.05) as router:
+        chunks = router.run(IDS, SAMPLING, Route(key_for(router, a.url)))
+        assert (await anext(chunks)).text == "from "
+        with pytest.raises(GenerationLost, match=r"sent nothing for 0\.05 s"):
+            await anext(chunks)
+        assert row(router, a.url)["healthy"] is False and router.stats()["ejected"] == 1
+        # The next request goes elsewhere.
+        assert await answer(router, key_for(router, b.url)) == f"from {b.url}"
 
 
 @pytest.mark.anyio

@@ -76,8 +76,9 @@ def create_app(
     app.state.gateway = gateway
     app.state.serving = None  # made once the models are loaded
     app.state.metrics = Metrics(
-        lambda: getattr(app.state, "registry", None), settings.metrics_token
-    )
+        lambda: getattr(app.state, "registry", None), settings.metrics_token,
+        in_flight=lambda: app.state.serving.in_flight if app.state.serving else 0,
+    )  # fmt: skip
     install_error_handlers(app)
     app.include_router(build_router())
     # Added innermost first: a request is stamped, meets the origin policy, then auth.

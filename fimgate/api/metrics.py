@@ -2,10 +2,15 @@
 
 Per request (recorded when ``api.serving`` settles it): requests by status, model and
 workspace; time to first token and end-to-end latency; prompt and generated tokens;
-cancellations; rate-limit refusals; how long the ledger write took. Read from the engines
-when scraped: prompt tokens sent to llama.cpp and those it computed (the rest came from its
-cache: ``1 - computed/sent`` is the hit ratio). Workspaces are labels by name; keys appear
-only as their public id, never the key.
+cancellations; rate-limit refusals; how long the ledger write took. A request the client left
+is counted under status ``499`` whatever its headers said (a stream cut after its first chunk
+had sent a 200), and one that ended before its model was read under model ``none``.
+
+Read when scraped, from the same sources /health reads: the requests in flight (received and
+not yet settled), the engines' jobs running (a job outlives a request its client left until
+the engine's next step: a batch of the prompt, or a token), prompt tokens sent to llama.cpp
+and those it computed (the rest came from its cache: ``1 - computed/sent`` is the hit
+ratio). Workspaces are labels by name; keys appear only as their public id, never the key.
 
 Access: with ``FIMGATE_METRICS_TOKEN`` set, /metrics wants ``Authorization: Bearer <token>``;
 without it, only clients on this machine (loopback) may read it.
@@ -24,7 +29,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -41,6 +46,9 @@ disable_created_metrics()
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.375, 0.5, 0.75, 1, 2, 5, 10, 20, 40, 80)
 _E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
 _LEDGER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+# The labels of a request the client left, and of one that ended before it named a model.
+CANCELLED_STATUS = "499"
+NO_MODEL = "none"
 
 
 class _EngineCounters(Collector):
@@ -49,7 +57,13 @@ class _EngineCounters(Collector):
     def __init__(self, models: Callable[[], ModelRegistry | None]) -> None:
         self._models = models
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        jobs = GaugeMetricFamily(
+            "fimgate:engine_jobs_running",
+            "Jobs the engine is running (/health's 'active'); one whose client left ends at the "
+            "engine's next step.",
+            labels=["model"],
+        )
         sent = CounterMetricFamily(
             "fimgate:prompt_tokens_sent", "Prompt tokens sent to the engine.", labels=["model"]
         )
@@ -69,17 +83,22 @@ class _EngineCounters(Collector):
         registry = self._models()
         for model in registry.models if registry else ():
             stats = model.engine.stats()
+            jobs.add_metric([model.name], stats.get("active", 0))
             sent.add_metric([model.name], stats.get("prompt_tokens_sent", 0))
             computed.add_metric([model.name], stats.get("prompt_tokens_computed", 0))
             for name, family in memory.items():
                 family.add_metric([model.name], stats.get(f"memory_{name}", 0))
+        yield jobs
         yield sent
         yield computed
         yield from memory.values()
 
 
 class Metrics:
-    def __init__(self, models: Callable[[], ModelRegistry | None], token: str | None) -> None:
+    def __init__(
+        self, models: Callable[[], ModelRegistry | None], token: str | None,
+        in_flight: Callable[[], int] = lambda: 0,
+    ) -> None:  # fmt: skip
         self.token = token
         self.registry = CollectorRegistry()
         r = self.registry
@@ -102,6 +121,12 @@ class Metrics:
         self.generation_tokens = Counter(
             "fimgate:generation_tokens", "Completion tokens generated.", ["model"], registry=r
         )
+        self.in_flight = Gauge(
+            "fimgate:requests_in_flight",
+            "Completion requests received and not yet settled (/health's 'requests_in_flight'; "
+            "what a drain waits for).", registry=r,
+        )  # fmt: skip
+        self.in_flight.set_function(in_flight)
         self.running = Gauge(
             "fimgate:num_requests_running", "Admitted requests in flight.", ["model"], registry=r
         )
@@ -117,6 +142,11 @@ class Metrics:
         self.refused = Counter(
             "fimgate:rate_limit_refusals", "Requests refused by the rate limiter (429 and 413).",
             ["model", "workspace"], registry=r,
+        )  # fmt: skip
+        self.headers_late = Counter(
+            "fimgate:connections_headers_late",
+            "Connections closed with a 408 because a request's headers did not arrive whole "
+            "within FIMGATE_HEADER_READ_S.", registry=r,
         )  # fmt: skip
         self.ledger_seconds = Histogram(
             "fimgate:ledger_write_seconds", "Time to write a request's usage row and settle it.",
@@ -156,9 +186,10 @@ class Metrics:
 
     def record(self, outcome: Outcome, ledger_seconds: float) -> None:
         """Everything of one ended request, from its one record."""
-        model = outcome.model or ""
+        model = outcome.model or NO_MODEL
         workspace = outcome.principal.workspace
-        self.requests.labels(model, workspace, str(outcome.status), outcome.route).inc()
+        status = CANCELLED_STATUS if outcome.cancelled else str(outcome.status)
+        self.requests.labels(model, workspace, status, outcome.route).inc()
         self.ledger_seconds.observe(ledger_seconds)
         if outcome.cancelled:
             self.cancelled.labels(model).inc()

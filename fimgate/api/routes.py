@@ -143,9 +143,15 @@ async def metrics(request: Request) -> Response:
 
 
 async def health(request: Request) -> dict[str, object]:
+    """Liveness, and what is in flight, from the sources /metrics reads: the requests not yet
+    settled, and per model the engine's counters ('active': its jobs running, one whose client
+    left until the engine's next step)."""
     models = _registry(request).models
     stats = {m.name: m.engine.stats() for m in models}
-    answer: dict[str, object] = {"status": "ok", "models": stats}
+    serving: FimServing = request.app.state.serving
+    answer: dict[str, object] = {
+        "status": "ok", "requests_in_flight": serving.in_flight, "models": stats,
+    }  # fmt: skip
     # Where a model runs on upstream servers: each one's state (healthy, draining, in flight).
     if upstreams := {m.name: u for m in models if (u := m.engine.upstreams())}:
         answer["upstreams"] = upstreams

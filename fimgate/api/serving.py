@@ -51,6 +51,7 @@ from fimgate.engines.base import (
     EngineRefused,
     FimJob,
     Finished,
+    GenerationLost,
     Job,
     PromptTooLong,
     TextDelta,
@@ -310,17 +311,26 @@ class FimServing:
         assert live.job is not None
         deltas: list[TextDelta] = []
         done: Finished | None = None
-        try:
-            async for event in until_disconnected(request, engine.generate(prompt, live.job)):
-                if isinstance(event, Finished):
-                    done = event
-                else:
-                    self._token(live, event)
-                    deltas.append(event)
-        except EngineRefused as exc:
-            return await self._refuse(live, wire, _refused(exc))
-        except EngineError as exc:
-            return await self._refuse(live, wire, EngineFailed(exc), RequestState.FAILED)
+        for attempt in (1, 2):
+            deltas.clear()
+            try:
+                async for event in until_disconnected(request, engine.generate(prompt, live.job)):
+                    if isinstance(event, Finished):
+                        done = event
+                    else:
+                        self._token(live, event)
+                        deltas.append(event)
+                break
+            except GenerationLost as exc:
+                # The client has seen nothing of it: run it again, once (an upstream router
+                # sends it to another upstream; the lost one is ejected).
+                if attempt == 2:
+                    return await self._refuse(live, wire, EngineFailed(exc), RequestState.FAILED)
+                log.warning("request %s: generation lost (%s); run again", live.request_id, exc)
+            except EngineRefused as exc:
+                return await self._refuse(live, wire, _refused(exc))
+            except EngineError as exc:
+                return await self._refuse(live, wire, EngineFailed(exc), RequestState.FAILED)
         if done is None:  # the client went away; nobody reads this
             return await self._left(live)
         live.completion_tokens, live.prompt_tokens = done.completion_tokens, done.prompt_tokens

@@ -121,6 +121,12 @@ class EngineError(RuntimeError):
     """The engine failed for a reason that is not the client's."""
 
 
+class GenerationLost(EngineError):
+    """A generation that had started was lost on the engine's side (an upstream that failed
+    or went silent after its first token): the request is sound, and one whose client has
+    seen nothing yet may be run again (it goes to another upstream)."""
+
+
 class EngineRefused(EngineError):
     """The engine refused the request itself (a tool schema its template cannot take, a
     response format it cannot follow): the client's to fix, a 400."""

@@ -19,8 +19,12 @@ health-checked, failed over.
   when the gateway starts joins when it first answers (and runs the same model).
 - Failover: a request that fails, or whose upstream is ejected, before its first token is
   sent again to the next upstream; the client never sees it. After the first token a
-  failure ends the stream (the API reports ``finish_reason: "error"``); an ejection alone
+  failure ends the generation (``GenerationLost``: a stream ends with ``finish_reason:
+  "error"``, a request answered whole is run again by the serving step); an ejection alone
   does not cut a stream that flows.
+- Stalls: after its first token, an upstream that sends nothing for ``stall`` seconds, or
+  for ``EJECTED_GRACE_S`` once the health check has ejected it (a frozen server), has lost
+  the generation, and is ejected.
 - Drain: an upstream marked draining takes no new requests; those in flight finish.
 """
 
@@ -35,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from fimgate.engines.base import EngineError
+from fimgate.engines.base import EngineError, GenerationLost
 from fimgate.engines.counters import Counters
 from fimgate.engines.transports.base import Capabilities, Chunk, Route, Sampling, Transport
 from fimgate.engines.transports.http_upstream import UpstreamUnavailable
@@ -47,6 +51,9 @@ LOAD_FACTOR = 1.25
 # two batches, which on a CPU take seconds while other slots read prompts; a cold read of the
 # whole prompt in another slot takes longer still.
 RELEASE_WAIT_S = 10.0
+# An ejected upstream's stream that sends nothing for this long is lost (one that flows sends
+# a token every tenth of a second or so, and is not cut for a health check that came late).
+EJECTED_GRACE_S = 1.0
 
 T = TypeVar("T")
 
@@ -95,6 +102,7 @@ class Router:
         *,
         interval: float = 2.0,
         timeout: float = 5.0,
+        stall: float = 30.0,
         policy: str = "affinity",
         refresh: Callable[[], dict[str, tuple[float, bool]]] | None = None,
     ) -> None:
@@ -107,7 +115,7 @@ class Router:
         self.pool = list(upstreams)
         self._policy = policy
         self._refresh = refresh
-        self._interval, self._timeout = interval, timeout
+        self._interval, self._timeout, self._stall = interval, timeout, stall
         self._turn = 0
         self._health_task: asyncio.Task[None] | None = None
         self._counters = Counters("retried", "ejected", "recovered")
@@ -190,7 +198,7 @@ class Router:
             pump = asyncio.create_task(_pump(chunks, queue))
             ended = False  # the stream ended or failed, rather than its reader leaving
             try:
-                while (chunk := await _next(queue, upstream, started)) is not None:
+                while (chunk := await _next(queue, upstream, started, self._stall)) is not None:
                     started = True
                     yield chunk
                 ended = True
@@ -199,7 +207,7 @@ class Router:
                 ended = True
                 self._eject(upstream, exc)
                 if started:
-                    raise
+                    raise GenerationLost(str(exc)) from exc
                 self._counters.add(retried=1)
             except EngineError:
                 ended = True  # the upstream answered with an error: no slot left to watch
@@ -228,14 +236,14 @@ class Router:
             pump = asyncio.create_task(_pump(events, queue))
             started = False
             try:
-                while (event := await _next(queue, upstream, started)) is not None:
+                while (event := await _next(queue, upstream, started, self._stall)) is not None:
                     started = True
                     yield event
                 return
             except UpstreamUnavailable as exc:
                 self._eject(upstream, exc)
                 if started:
-                    raise
+                    raise GenerationLost(str(exc)) from exc
                 self._counters.add(retried=1)
             finally:
                 upstream.in_flight -= 1
@@ -421,14 +429,37 @@ async def _unless_ejected(upstream: Upstream, awaitable: Awaitable[T]) -> T:
     return task.result()
 
 
-async def _next(queue: asyncio.Queue[Any], upstream: Upstream, started: bool) -> Any:
+async def _next(queue: asyncio.Queue[Any], upstream: Upstream, started: bool, stall: float) -> Any:
     """The next chunk. Before the first one, also give up when the upstream is ejected (a hung
-    server never answers, and the request can still go elsewhere unseen); after it, a stream
-    that flows is not cut for a health check that came late."""
-    if started or not queue.empty():
-        item = await queue.get()
+    server never answers, and the request can still go elsewhere unseen); after it, when it
+    stalls (``_flowing``)."""
+    if not queue.empty():
+        item = queue.get_nowait()
+    elif started:
+        item = await _flowing(queue, upstream, stall)
     else:
         item = await _unless_ejected(upstream, queue.get())
     if isinstance(item, BaseException):
         raise item
     return item
+
+
+async def _flowing(queue: asyncio.Queue[Any], upstream: Upstream, stall: float) -> Any:
+    """The next chunk of a generation under way, unless none comes for ``stall`` seconds, or
+    for ``EJECTED_GRACE_S`` while the upstream is ejected: a stream that flows is not cut for
+    a health check that came late, one that stopped is."""
+    get = asyncio.ensure_future(queue.get())
+    try:
+        async with asyncio.timeout(stall):
+            while True:
+                done, _ = await asyncio.wait({get}, timeout=EJECTED_GRACE_S)
+                if done:
+                    return get.result()
+                if not upstream.healthy:
+                    raise UpstreamUnavailable(
+                        f"{upstream.url} was ejected and sent nothing for {EJECTED_GRACE_S} s"
+                    )
+    except TimeoutError:
+        raise UpstreamUnavailable(f"{upstream.url} sent nothing for {stall} s") from None
+    finally:
+        get.cancel()

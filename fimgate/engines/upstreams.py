@@ -104,6 +104,7 @@ def router_for(
         [upstream(spec) for spec in specs],
         interval=settings.upstream_health_interval_s,
         timeout=settings.upstream_health_timeout_s,
+        stall=settings.upstream_stall_s,
         policy=settings.routing,
         refresh=_watch_file(path, name) if path else None,
     )

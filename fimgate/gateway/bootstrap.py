@@ -25,7 +25,7 @@ def open_gateway(settings: GatewaySettings, store: StoreSettings) -> Gateway:
     if store.redis_url:
         from fimgate.gateway.ratelimit_redis import RedisRateLimiter
 
-        limiter = RedisRateLimiter(store.redis_url)
+        limiter = RedisRateLimiter(store.redis_url, timeout=store.redis_timeout_s)
     else:
         limiter = MemoryRateLimiter()
     return Gateway(
@@ -34,6 +34,7 @@ def open_gateway(settings: GatewaySettings, store: StoreSettings) -> Gateway:
         Limits(rpm=settings.default_rpm, tpm=settings.default_tpm),
         settings.reserve_output_tokens,
         store_read_s=store.store_read_s,
+        ledger_write_s=store.ledger_write_s,
     )
 
 

@@ -9,6 +9,7 @@ values; it never writes into the caller's objects.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -70,11 +71,17 @@ class Gateway:
         defaults: Limits,
         output_estimate: int,
         store_read_s: float = 5.0,
+        ledger_write_s: float = 5.0,
     ) -> None:
         self.database = database
         # A frozen database (alive, silent) never fails a pooled connection's query: the
-        # reads a request waits on are given up after this, and the request refused.
-        self.store_read_s = store_read_s
+        # reads a request waits on are given up after this, and the request refused; a row
+        # not written after ``ledger_write_s`` withholds its answer (settle).
+        self.store_read_s, self.ledger_write_s = store_read_s, ledger_write_s
+        # The store's calls run in threads of their own: threads stuck on a frozen database
+        # (at most this many, the pool's connections) never take those of anything else.
+        self._threads = anyio.CapacityLimiter(20)
+        self._late: set[asyncio.Task[None]] = set()  # rows written past their deadline
         self.keys = KeyStore(database)
         self.limits = LimitBook(database, defaults)
         self.limiter = limiter
@@ -94,7 +101,7 @@ class Gateway:
         """``read(*args)`` in a thread, given up after ``store_read_s`` (TimeoutError); the
         thread is left to finish on its own (a read changes nothing)."""
         with anyio.fail_after(self.store_read_s):
-            return await run_sync(read, *args, abandon_on_cancel=True)
+            return await run_sync(read, *args, abandon_on_cancel=True, limiter=self._threads)
 
     async def admit(
         self,
@@ -153,16 +160,11 @@ class Gateway:
     async def settle(self, outcome: Outcome) -> None:
         """Write the request's row and settle its reservation to the tokens it used. Shielded:
         a client that disconnects cancels the request's task, and its account must still be
-        written. The row first: if it cannot be written, LedgerUnavailable (the answer is
-        withheld: an answered request always has its row); the reservation is settled
-        either way."""
+        written. The row first: if it cannot be written within ``ledger_write_s``,
+        LedgerUnavailable (the answer is withheld: an answered request always has its row);
+        the reservation is settled either way."""
         with anyio.CancelScope(shield=True):
-            failed = False
-            try:
-                await run_sync(self.ledger.record, outcome.ledger_row())
-            except (SQLAlchemyError, OSError) as exc:
-                log.error("writing usage row %s failed: %s", outcome.request_id, type(exc).__name__)
-                failed = True
+            failed = not await self._write_row(outcome)
             if outcome.admission is not None:
                 used = outcome.prompt_tokens + outcome.completion_tokens
                 try:
@@ -174,6 +176,44 @@ class Gateway:
                     "the usage ledger is unavailable, so this completion was not recorded and "
                     "is withheld; retry shortly"
                 )
+
+    async def _write_row(self, outcome: Outcome) -> bool:
+        """Whether the row was written in time. One that is late (a frozen database) is left
+        to finish, and then amended: the answer it describes was withheld (503), unless the
+        client had it already (a stream's text) or had left."""
+        write = asyncio.ensure_future(
+            run_sync(self.ledger.record, outcome.ledger_row(), limiter=self._threads)
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(write), self.ledger_write_s)
+            return True
+        except TimeoutError:
+            log.error("writing usage row %s: no answer in %s s", outcome.request_id,
+                      self.ledger_write_s)  # fmt: skip
+            withheld = not (outcome.stream or outcome.cancelled)
+            late = asyncio.ensure_future(self._amend_late(outcome.request_id, write, withheld))
+            self._late.add(late)
+            late.add_done_callback(self._late.discard)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("writing usage row %s failed: %s", outcome.request_id, type(exc).__name__)
+        return False
+
+    async def _amend_late(
+        self, request_id: str, write: asyncio.Future[None], withheld: bool
+    ) -> None:
+        try:
+            await write
+            if withheld:
+                await run_sync(self.ledger.amend_status, request_id, 503, limiter=self._threads)
+            amended = " and amended to 503 (its answer was withheld)" if withheld else ""
+            log.warning("usage row %s written late%s", request_id, amended)
+        except (SQLAlchemyError, OSError) as exc:  # never written: as if the database was down
+            log.error("late usage row %s failed: %s", request_id, type(exc).__name__)
+
+    async def late_rows_written(self) -> None:
+        """Wait for the rows still being written past their deadline (tests, shutdown)."""
+        while self._late:
+            await asyncio.gather(*self._late, return_exceptions=True)
 
     async def reachable(self, timeout: float = 2.0) -> dict[str, str]:
         """Whether the database and the rate limiter's store answer (readiness)."""
@@ -188,8 +228,14 @@ class Gateway:
         return checks
 
     async def _ping_database(self) -> None:
-        await run_sync(self.database.ping, abandon_on_cancel=True)
+        await run_sync(self.database.ping, abandon_on_cancel=True, limiter=self._threads)
 
     async def aclose(self) -> None:
+        # Rows still being written get as long as one write may take; a database frozen for
+        # longer keeps them (the process is ending: logged, as a database down would be).
+        with anyio.move_on_after(self.ledger_write_s):
+            await self.late_rows_written()
+        if self._late:
+            log.error("%d usage rows were still unwritten at shutdown", len(self._late))
         await self.limiter.aclose()
         self.database.close()

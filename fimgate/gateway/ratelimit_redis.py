@@ -100,10 +100,14 @@ class RedisRateLimiter:
         window: float = WINDOW_SECONDS,
         prefix: str = "fimgate",
         clock: Callable[[], float] | None = None,
+        timeout: float = 5.0,
     ) -> None:
-        """``clock``: for tests only, a time the script takes instead of Redis's own (which
-        every replica shares, whatever its own clock says)."""
-        self._redis = redis.Redis.from_url(url)
+        """``timeout``: each call's bound, connecting and answering (a frozen Redis holds a
+        connection open and silent). ``clock``: for tests only, a time the script takes
+        instead of Redis's own (which every replica shares, whatever its own clock says)."""
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self._window = window
         self._clock = clock
         self._prefix = prefix

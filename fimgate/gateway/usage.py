@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from fimgate.store.database import Database
 from fimgate.store.tables import UsageRecord, Workspace
@@ -65,6 +65,12 @@ class UsageLedger:
         """Insert one row (UsageRecord's columns) and commit; Core, as it runs per request."""
         with self._db.engine.begin() as connection:
             connection.execute(insert(UsageRecord), row)
+
+    def amend_status(self, request_id: str, status: int) -> None:
+        """Set the status of a row written after its answer was given up on (core.settle)."""
+        with self._db.engine.begin() as connection:
+            late = update(UsageRecord).where(UsageRecord.request_id == request_id)
+            connection.execute(late.values(status=status))
 
     def acceptance(
         self, workspace: str | None = None, since: datetime | None = None

@@ -48,10 +48,16 @@ class Database:
             self.engine: Engine = create_engine(self.url, connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            # A database that is gone must fail a request in seconds, not hang it.
+            # A database that is gone must fail a request in seconds, not hang it. A frozen
+            # one is bounded by the gateway's deadlines (gateway/core.py); these make a call
+            # left waiting on a network that drops everything fail in seconds too, where TCP
+            # alone would retry for many minutes.
+            alive = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                     "keepalives_count": 3, "tcp_user_timeout": 20_000}  # fmt: skip
             self.engine = create_engine(
-                self.url, pool_pre_ping=True, pool_size=10, connect_args={"connect_timeout": 5}
-            )
+                self.url, pool_pre_ping=True, pool_size=10,
+                connect_args={"connect_timeout": 5, **alive},
+            )  # fmt: skip
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
