@@ -61,6 +61,7 @@ class PostgresServer:
     process: subprocess.Popen
     folder: Path
     port: int
+    command: list[str]
 
     @classmethod
     def start(cls) -> PostgresServer | None:
@@ -80,23 +81,26 @@ class PostgresServer:
             capture_output=True,
         )
         port = free_port()
-        process = subprocess.Popen(
-            [
-                *as_user, postgres, "-D", str(data), "-p", str(port), "-k", str(folder),
-                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        server = cls(process, folder, port)
+        command = [
+            *as_user, postgres, "-D", str(data), "-p", str(port), "-k", str(folder),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+        ]  # fmt: skip
+        server = cls(_spawn(command), folder, port, command)
+        try:
+            server._wait_up()
+        except RuntimeError:
+            server.stop()
+            raise
+        return server
+
+    def _wait_up(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with psycopg.connect(server.admin_url, connect_timeout=2):
-                    return server
+                with psycopg.connect(self.admin_url, connect_timeout=2):
+                    return
             except psycopg.OperationalError:
                 time.sleep(0.3)
-        server.stop()
         raise RuntimeError("postgres did not start")
 
     @property
@@ -110,20 +114,32 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {name}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
-    def stop(self) -> None:
-        # A fast shutdown (SIGINT to the postmaster: under runuser, its child): clients still
-        # connected are disconnected, where the default one waits for them to leave.
+    def halt(self) -> None:
+        """Shut the server down (fast: clients still connected are disconnected, where the
+        default shutdown waits for them to leave), keeping its data: ``resume`` starts it."""
         postmaster = _tree(self.process.pid)[1 if os.geteuid() == 0 else 0]
         with contextlib.suppress(ProcessLookupError):
             os.kill(postmaster, signal.SIGINT)
         stop(self.process)
+
+    def resume(self) -> None:
+        self.process = _spawn(self.command)
+        self._wait_up()
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _spawn(command: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @dataclass
 class RedisServer:
     process: subprocess.Popen
     port: int
+    command: list[str]
 
     @classmethod
     def start(cls) -> RedisServer | None:
@@ -131,25 +147,38 @@ class RedisServer:
         if binary is None:
             return None
         port = free_port()
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no"]  # fmt: skip
+        server = cls(_spawn(command), port, command)
+        try:
+            server._wait_up()
+        except RuntimeError:
+            server.process.kill()
+            raise
+        return server
+
+    def _wait_up(self) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        return cls(process, port)
+                        return
             except OSError:
                 time.sleep(0.2)
-        process.kill()
         raise RuntimeError("redis-server did not start")
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def halt(self) -> None:
+        """Stop the server (what it held is gone: no persistence); ``resume`` starts it."""
+        stop(self.process)
+
+    def resume(self) -> None:
+        self.process = _spawn(self.command)
+        self._wait_up()
 
     def stop(self) -> None:
         stop(self.process)

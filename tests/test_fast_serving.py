@@ -101,6 +101,8 @@ async def test_a_key_store_that_does_not_answer_in_time_is_a_503(
         thawed.set()
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
         assert response.json()["type"] == "service_unavailable" and app.rows() == []
+        metrics = (await app.client.get("/metrics")).text
+        assert 'fimgate:key_check_refusals_total{reason="service_unavailable"} 1.0' in metrics
         monkeypatch.setattr(app.gateway.keys, "authenticate", check)
         assert (await app.post(BODY)).status_code == 200  # back once the store answers
 
@@ -126,6 +128,8 @@ async def test_a_ledger_write_past_its_deadline_withholds_and_is_amended(
         await app.gateway.late_rows_written()
         (row,) = app.rows()
         assert row.status == 503 and row.request_id == response.headers["x-request-id"]
+        metrics = (await app.client.get("/metrics")).text
+        assert 'route="fim",status="503",workspace="default"} 1.0' in metrics
         monkeypatch.setattr(app.gateway.ledger, "record", record)
         assert (await app.post(BODY)).status_code == 200  # back once the database answers
         assert [r.status for r in app.rows()] == [503, 200]
@@ -346,10 +350,12 @@ async def test_a_ledger_that_refuses_rows_withholds_the_answer(fast: FastApp) ->
     assert b"[DONE]" not in streamed and b'"finish_reason":"stop"' in streamed
     # Refusals cannot be recorded either: the refusal then says so.
     _error(await fast.post({**BODY, "model": "nope"}), 503, "usage_not_recorded")
-    # Each reservation was still settled to what it used: the limiter is not left charged.
+    # The metrics count what each client was told: the whole answer's 503, the stream's 200
+    # (its text was sent), the refusal's 503.
     metrics = (await fast.client.get("/metrics")).text
-    answered = 'model="test-model",route="fim",status="200",workspace="default"'
-    assert f"fimgate:requests_total{{{answered}}} 2.0" in metrics
+    for model, status in (("test-model", 503), ("test-model", 200), ("none", 503)):
+        counted = f'model="{model}",route="fim",status="{status}",workspace="default"'
+        assert f"fimgate:requests_total{{{counted}}} 1.0" in metrics
 
 
 async def test_a_fault_of_ours_is_a_500_recorded_once(

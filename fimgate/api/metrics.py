@@ -121,12 +121,6 @@ class Metrics:
         self.generation_tokens = Counter(
             "fimgate:generation_tokens", "Completion tokens generated.", ["model"], registry=r
         )
-        self.in_flight = Gauge(
-            "fimgate:requests_in_flight",
-            "Completion requests received and not yet settled (/health's 'requests_in_flight'; "
-            "what a drain waits for).", registry=r,
-        )  # fmt: skip
-        self.in_flight.set_function(in_flight)
         self.running = Gauge(
             "fimgate:num_requests_running", "Admitted requests in flight.", ["model"], registry=r
         )
@@ -143,17 +137,34 @@ class Metrics:
             "fimgate:rate_limit_refusals", "Requests refused by the rate limiter (429 and 413).",
             ["model", "workspace"], registry=r,
         )  # fmt: skip
-        self.headers_late = Counter(
-            "fimgate:connections_headers_late",
-            "Connections closed with a 408 because a request's headers did not arrive whole "
-            "within FIMGATE_HEADER_READ_S.", registry=r,
-        )  # fmt: skip
         self.ledger_seconds = Histogram(
             "fimgate:ledger_write_seconds", "Time to write a request's usage row and settle it.",
             buckets=_LEDGER_BUCKETS, registry=r,
         )  # fmt: skip
         self._acceptance(r)
+        self._outside_requests(r, in_flight)
         r.register(_EngineCounters(models))
+
+    def _outside_requests(self, r: CollectorRegistry, in_flight: Callable[[], int]) -> None:
+        """What no request's record counts: refusals before one exists, connections closed
+        for their headers, and the requests in flight now."""
+        self.key_check_refused = Counter(
+            "fimgate:key_check_refusals",
+            "Requests refused at the key check (no ledger row): a missing, invalid or ambiguous "
+            "key, or service_unavailable when the key store did not answer in time.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.headers_late = Counter(
+            "fimgate:connections_headers_late",
+            "Connections closed with a 408 because a request's headers did not arrive whole "
+            "within FIMGATE_HEADER_READ_S.", registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "fimgate:requests_in_flight",
+            "Completion requests received and not yet settled (/health's 'requests_in_flight'; "
+            "what a drain waits for).", registry=r,
+        )  # fmt: skip
+        self.in_flight.set_function(in_flight)
 
     def _acceptance(self, r: CollectorRegistry) -> None:
         """Inferred acceptance (gateway/acceptance.py), per workspace, key and model."""

@@ -37,6 +37,14 @@ async def _refuse(
     await writer(error, None)(scope, receive, send)
 
 
+async def _refused_at_key_check(
+    scope: Scope, receive: Receive, send: Send, error: ApiError, writer: Writer
+) -> None:
+    # No ledger row (no workspace to charge): the metric is what counts these.
+    scope["app"].state.metrics.key_check_refused.labels(error.code or error.type).inc()
+    await _refuse(scope, receive, send, error, writer)
+
+
 ARRIVED = "arrived"  # the request's state: time.monotonic() when it reached the app
 
 
@@ -126,20 +134,20 @@ class Authenticate:
                 "read another one than this server does"
             )
             error = _unauthorized(message, "ambiguous_api_key", 'Bearer error="invalid_request"')
-            return await _refuse(scope, receive, send, error, writer)
+            return await _refused_at_key_check(scope, receive, send, error, writer)
         key = _bearer(headers)
         if key is None:
             message = "an API key is required: send the header 'Authorization: Bearer <key>'"
             message += f" (set it in {where})" if where else ""
             error = _unauthorized(message, "missing_api_key", "Bearer")
-            return await _refuse(scope, receive, send, error, writer)
+            return await _refused_at_key_check(scope, receive, send, error, writer)
         try:
             principal = await gateway.authenticate(key)
         except GatewayUnavailable as exc:
             error = unavailable(str(exc))
-            return await _refuse(scope, receive, send, error, writer)
+            return await _refused_at_key_check(scope, receive, send, error, writer)
         except InvalidKey as exc:
             error = _unauthorized(str(exc), "invalid_api_key", 'Bearer error="invalid_token"')
-            return await _refuse(scope, receive, send, error, writer)
+            return await _refused_at_key_check(scope, receive, send, error, writer)
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -407,12 +408,17 @@ class FimServing:
         outcome = live.end(state, status)
         assert outcome is not None  # it had not ended: checked above
         started = time.monotonic()
+        told = outcome  # what the client is told, for the metrics and the log line
         try:
             await self.gateway.settle(outcome)
+        except LedgerUnavailable:
+            if not (outcome.stream or outcome.cancelled):  # the answer is withheld: a 503
+                told = dataclasses.replace(outcome, status=503)
+            raise
         finally:
             self.in_flight -= 1
-            self.metrics.record(outcome, ledger_seconds=time.monotonic() - started)
-            log_request(outcome)
+            self.metrics.record(told, ledger_seconds=time.monotonic() - started)
+            log_request(told)
 
     def _judge(self, live: Live) -> None:
         """The editor's last completion, judged by this prompt; what this one showed is kept
