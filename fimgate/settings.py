@@ -182,7 +182,7 @@ class EngineSettings(_Section):
     )  # fmt: skip
     upstream_stall_s: float = setting(
         30.0, gt=0, help="After its first token, the longest an upstream may send nothing (a "
-        "frozen server: one the health check ejected gets 1 s); past it the upstream is ejected "
+        "frozen server: one the health check ejected gets 2 s); past it the upstream is ejected "
         "and the generation lost: a stream ends with an error, a whole answer is run again on "
         "another upstream.",
     )  # fmt: skip

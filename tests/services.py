@@ -117,7 +117,8 @@ class PostgresServer:
     def halt(self) -> None:
         """Shut the server down (fast: clients still connected are disconnected, where the
         default shutdown waits for them to leave), keeping its data: ``resume`` starts it."""
-        postmaster = _tree(self.process.pid)[1 if os.geteuid() == 0 else 0]
+        tree = _tree(self.process.pid)  # under runuser (as root), the postmaster is its child
+        postmaster = tree[1] if os.geteuid() == 0 and len(tree) > 1 else tree[0]
         with contextlib.suppress(ProcessLookupError):
             os.kill(postmaster, signal.SIGINT)
         stop(self.process)

@@ -135,6 +135,33 @@ async def test_a_ledger_write_past_its_deadline_withholds_and_is_amended(
         assert [r.status for r in app.rows()] == [503, 200]
 
 
+async def test_a_late_row_whose_write_failed_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database lost while a row's write was held (its connection broken): the row is
+    written again once the database takes it, saying what the client got (503), not lost."""
+    from sqlalchemy.exc import OperationalError
+
+    async with fast_app(tmp_path, n_ctx=512, ledger_write_s=0.2) as app:
+        record, thawed, calls = app.gateway.ledger.record, threading.Event(), []
+
+        def broken_then_back(row: dict) -> None:
+            calls.append(row["status"])
+            if len(calls) == 1:
+                thawed.wait(30)
+                raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+            record(row)
+
+        monkeypatch.setattr(app.gateway.ledger, "record", broken_then_back)
+        # A stream refused before it began (an unknown model): its client gets the 503.
+        response = await app.post({**BODY, "model": "nope", "stream": True})
+        _error(response, 503, "usage_not_recorded")
+        thawed.set()
+        await app.gateway.late_rows_written()
+        statuses = {r.request_id: r.status for r in app.rows()}
+        assert statuses[response.headers["x-request-id"]] == 503
+
+
 async def test_a_body_that_stops_short_is_a_408_and_no_hang(tmp_path: Path) -> None:
     """Half the body sent, then nothing (a body shorter than its Content-Length): the route
     gives up after ``body_read_s``, answers 408 and asks for the connection to close."""

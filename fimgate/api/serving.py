@@ -129,6 +129,7 @@ class Live:
         self.created_at = utcnow() - timedelta(seconds=now - self.started)
         self.state = RequestState.RECEIVED
         self.stream = False
+        self.streamed = False  # its stream's response has begun (headers sent)
         self.model: str | None = None
         self.job: Job | None = None  # once the request is read
         self.shown = ""  # the text the client got (what its next prompt judges)
@@ -162,6 +163,7 @@ class Live:
             created_at=self.created_at,
             model=self.model,
             stream=self.stream,
+            streamed=self.streamed,
             state=state,
             status=status,
             prompt_tokens=self._prompt_tokens(),
@@ -349,6 +351,7 @@ class FimServing:
     ) -> AsyncIterator[bytes]:
         assert live.model is not None and live.job is not None
         chunks = asked.chunks(live.request_id, live.model)
+        live.streamed = True  # the response's headers are sent before its first chunk
         yield chunks.opening()
         end: tuple[RequestState, int] | None = None  # None: the client left before the end
         try:
@@ -412,7 +415,7 @@ class FimServing:
         try:
             await self.gateway.settle(outcome)
         except LedgerUnavailable:
-            if not (outcome.stream or outcome.cancelled):  # the answer is withheld: a 503
+            if outcome.withheld_unrecorded:
                 told = dataclasses.replace(outcome, status=503)
             raise
         finally:

@@ -52,8 +52,9 @@ LOAD_FACTOR = 1.25
 # whole prompt in another slot takes longer still.
 RELEASE_WAIT_S = 10.0
 # An ejected upstream's stream that sends nothing for this long is lost (one that flows sends
-# a token every tenth of a second or so, and is not cut for a health check that came late).
-EJECTED_GRACE_S = 1.0
+# a token every tenth of a second or so, and is not cut for a health check that came late;
+# a busy CPU's pauses between tokens stay under this).
+EJECTED_GRACE_S = 2.0
 
 T = TypeVar("T")
 

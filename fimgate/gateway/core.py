@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import anyio
-from anyio.to_thread import run_sync
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,6 +29,12 @@ from fimgate.store.database import Database
 
 log = logging.getLogger("fimgate.gateway")
 T = TypeVar("T")
+
+# The store's threads: as many as the database pool's connections (store/database.py).
+STORE_THREADS = 20
+# How long a row given up on is tried again when its first write failed (the database lost
+# while it was frozen): past this it is lost, and logged as such.
+LATE_ROW_RETRY_S = 600.0
 
 
 class RateLimited(Exception):
@@ -78,9 +84,10 @@ class Gateway:
         # reads a request waits on are given up after this, and the request refused; a row
         # not written after ``ledger_write_s`` withholds its answer (settle).
         self.store_read_s, self.ledger_write_s = store_read_s, ledger_write_s
-        # The store's calls run in threads of their own: threads stuck on a frozen database
-        # (at most this many, the pool's connections) never take those of anything else.
-        self._threads = anyio.CapacityLimiter(20)
+        # The store's calls run in threads of their own, as many as the pool has connections:
+        # threads stuck on a frozen database stay that many (the calls after them wait in
+        # line, and a request's deadline gives up its place), and take no one else's.
+        self._threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="fimgate-store")
         self._late: set[asyncio.Task[None]] = set()  # rows written past their deadline
         self.keys = KeyStore(database)
         self.limits = LimitBook(database, defaults)
@@ -101,7 +108,12 @@ class Gateway:
         """``read(*args)`` in a thread, given up after ``store_read_s`` (TimeoutError); the
         thread is left to finish on its own (a read changes nothing)."""
         with anyio.fail_after(self.store_read_s):
-            return await run_sync(read, *args, abandon_on_cancel=True, limiter=self._threads)
+            return await self._in_thread(read, *args)
+
+    def _in_thread(self, call: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """``call(*args)`` in one of the store's threads. Cancelling the future before the
+        call starts takes it out of the line; once it runs, it finishes on its own."""
+        return asyncio.wrap_future(self._threads.submit(call, *args))
 
     async def admit(
         self,
@@ -179,41 +191,53 @@ class Gateway:
 
     async def _write_row(self, outcome: Outcome) -> bool:
         """Whether the row was written in time. One that is late (a frozen database) is left
-        to finish, and then amended: the answer it describes was withheld (503), unless the
-        client had it already (a stream's text) or had left."""
-        write = asyncio.ensure_future(
-            run_sync(self.ledger.record, outcome.ledger_row(), limiter=self._threads)
-        )
+        to finish, and then made to say what its client got (``_write_late``)."""
+        write = self._in_thread(self.ledger.record, outcome.ledger_row())
         try:
             await asyncio.wait_for(asyncio.shield(write), self.ledger_write_s)
             return True
         except TimeoutError:
             log.error("writing usage row %s: no answer in %s s", outcome.request_id,
                       self.ledger_write_s)  # fmt: skip
-            withheld = not (outcome.stream or outcome.cancelled)
-            late = asyncio.ensure_future(self._amend_late(outcome.request_id, write, withheld))
+            late = asyncio.ensure_future(self._write_late(outcome, write))
             self._late.add(late)
             late.add_done_callback(self._late.discard)
         except (SQLAlchemyError, OSError) as exc:
             log.error("writing usage row %s failed: %s", outcome.request_id, type(exc).__name__)
         return False
 
-    async def _amend_late(
-        self, request_id: str, write: asyncio.Future[None], withheld: bool
-    ) -> None:
+    async def _write_late(self, outcome: Outcome, write: asyncio.Future[None]) -> None:
+        """A row given up on: once its write ends, it must say what the client got (503 for
+        an answer withheld). A write that failed (the database lost meanwhile) is made again
+        until it is taken, for up to ``LATE_ROW_RETRY_S``."""
+        withheld = outcome.withheld_unrecorded
         try:
             await write
             if withheld:
-                await run_sync(self.ledger.amend_status, request_id, 503, limiter=self._threads)
+                await self._in_thread(self.ledger.amend_status, outcome.request_id, 503)
             amended = " and amended to 503 (its answer was withheld)" if withheld else ""
-            log.warning("usage row %s written late%s", request_id, amended)
-        except (SQLAlchemyError, OSError) as exc:  # never written: as if the database was down
-            log.error("late usage row %s failed: %s", request_id, type(exc).__name__)
+            log.warning("usage row %s written late%s", outcome.request_id, amended)
+            return
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("late usage row %s failed: %s; trying again", outcome.request_id,
+                      type(exc).__name__)  # fmt: skip
+        row = outcome.ledger_row() | ({"status": 503} if withheld else {})
+        deadline = asyncio.get_running_loop().time() + LATE_ROW_RETRY_S
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(1.0)
+            try:
+                await self._in_thread(self.ledger.record, row)
+                log.warning("usage row %s written late", outcome.request_id)
+                return
+            except (SQLAlchemyError, OSError):
+                continue
+        log.error("usage row %s could not be written in %s s: lost", outcome.request_id,
+                  LATE_ROW_RETRY_S)  # fmt: skip
 
     async def late_rows_written(self) -> None:
         """Wait for the rows still being written past their deadline (tests, shutdown)."""
         while self._late:
-            await asyncio.gather(*self._late, return_exceptions=True)
+            await asyncio.wait(set(self._late))
 
     async def reachable(self, timeout: float = 2.0) -> dict[str, str]:
         """Whether the database and the rate limiter's store answer (readiness)."""
@@ -228,14 +252,15 @@ class Gateway:
         return checks
 
     async def _ping_database(self) -> None:
-        await run_sync(self.database.ping, abandon_on_cancel=True, limiter=self._threads)
+        await self._in_thread(self.database.ping)
 
     async def aclose(self) -> None:
         # Rows still being written get as long as one write may take; a database frozen for
         # longer keeps them (the process is ending: logged, as a database down would be).
-        with anyio.move_on_after(self.ledger_write_s):
-            await self.late_rows_written()
+        if self._late:
+            await asyncio.wait(set(self._late), timeout=self.ledger_write_s)
         if self._late:
             log.error("%d usage rows were still unwritten at shutdown", len(self._late))
+        self._threads.shutdown(wait=False, cancel_futures=True)
         await self.limiter.aclose()
         self.database.close()

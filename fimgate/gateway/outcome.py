@@ -60,10 +60,18 @@ class Outcome:
     admission: Admission | None  # None: refused before the rate limiter took it
     decision: Decision | None  # the rate limiter's last word on it, for its headers
     judged: Verdict | None  # the editor's previous completion, judged by this prompt
+    streamed: bool = False  # a stream's response had begun: headers and text were sent
 
     @property
     def cancelled(self) -> bool:
         return self.state is RequestState.CANCELLED
+
+    @property
+    def withheld_unrecorded(self) -> bool:
+        """Whether its client is told 503 ``usage_not_recorded`` instead when its row cannot
+        be written: every answer but a stream's already under way, one whose client left, and
+        a fault of ours (the app's handler answers that 500)."""
+        return not (self.streamed or self.cancelled or self.status == 500)
 
     def ledger_row(self) -> dict[str, Any]:
         """Its row in the usage ledger (store/tables.py UsageRecord)."""
