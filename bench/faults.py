@@ -355,57 +355,34 @@ async def under_load(
     return result
 
 
-def _sleep_then(seconds: float) -> Callable[[], Awaitable[None]]:
-    return lambda: asyncio.sleep(seconds)
+def stopped(store: str, seconds: float) -> Fault:
+    """``store`` (``pg`` or ``redis``) shut down, and started again ``seconds`` later."""
 
-
-def pg_stopped(seconds: float) -> Fault:
     async def fault(rig: Rig) -> str:
-        await asyncio.to_thread(rig.pg.halt)
+        server = getattr(rig, store)
+        await asyncio.to_thread(server.halt)
         await asyncio.sleep(seconds)
-        await asyncio.to_thread(rig.pg.resume)
+        await asyncio.to_thread(server.resume)
         return f"stopped {seconds:g} s, started again"
 
     return fault
 
 
-def pg_frozen(seconds: float) -> Fault:
+def frozen_for(part: Callable[[Rig], subprocess.Popen | None], seconds: float) -> Fault:
+    """The process ``part`` gives (and its children) frozen for ``seconds``."""
+
     async def fault(rig: Rig) -> str:
-        with frozen(rig.pg.process):
+        process = part(rig)
+        assert process is not None
+        with frozen(process):
             await asyncio.sleep(seconds)
         return f"SIGSTOP {seconds:g} s"
 
     return fault
 
 
-def redis_stopped(seconds: float) -> Fault:
-    async def fault(rig: Rig) -> str:
-        await asyncio.to_thread(rig.redis.halt)
-        await asyncio.sleep(seconds)
-        await asyncio.to_thread(rig.redis.resume)
-        return f"stopped {seconds:g} s, started again"
-
-    return fault
-
-
-def redis_frozen(seconds: float) -> Fault:
-    async def fault(rig: Rig) -> str:
-        with frozen(rig.redis.process):
-            await asyncio.sleep(seconds)
-        return f"SIGSTOP {seconds:g} s"
-
-    return fault
-
-
-def upstream_frozen(seconds: float) -> Fault:
-    async def fault(rig: Rig) -> str:
-        engine = rig.engines[0]
-        assert engine.process is not None
-        with frozen(engine.process):
-            await asyncio.sleep(seconds)
-        return f"one of 2 upstreams SIGSTOP {seconds:g} s"
-
-    return fault
+def first_upstream(rig: Rig) -> subprocess.Popen | None:
+    return rig.engines[0].process
 
 
 def upstream_killed(seconds: float) -> Fault:
@@ -519,13 +496,15 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[Rig], Awaitable[Result]]
         return lambda rig: under_load(rig, name, fault, **kw)  # type: ignore[arg-type]
 
     every = [
-        ("postgres-stopped", loaded("PostgreSQL stopped", pg_stopped(d))),
-        ("postgres-frozen", loaded("PostgreSQL frozen", pg_frozen(d + 5))),
-        ("redis-stopped", loaded("Redis stopped", redis_stopped(d))),
-        ("redis-frozen", loaded("Redis frozen", redis_frozen(d + 5))),
-        ("upstream-frozen", loaded("upstream frozen, short answers", upstream_frozen(d + 5))),
+        ("postgres-stopped", loaded("PostgreSQL stopped", stopped("pg", d))),
+        ("postgres-frozen", loaded("PostgreSQL frozen", frozen_for(lambda r: r.pg.process, d + 5))),
+        ("redis-stopped", loaded("Redis stopped", stopped("redis", d))),
+        ("redis-frozen", loaded("Redis frozen", frozen_for(lambda r: r.redis.process, d + 5))),
+        ("upstream-frozen", loaded("one of 2 upstreams frozen, short answers",
+                                   frozen_for(first_upstream, d + 5))),
         ("upstream-frozen-mid-answer", loaded(
-            "upstream frozen mid-answer (64 tokens)", upstream_frozen(d + 5), max_tokens=64)),
+            "one of 2 upstreams frozen mid-answer (64 tokens)", frozen_for(first_upstream, d + 5),
+            max_tokens=64)),
         ("upstream-killed", loaded("upstream killed", upstream_killed(3), max_tokens=64)),
         ("disconnect-storm", lambda rig: disconnect_storm(rig, 50)),
         ("slow-clients", lambda rig: slow_clients(rig, 50 if not quick else 20)),

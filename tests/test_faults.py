@@ -1,6 +1,7 @@
 """What a request meets when PostgreSQL or Redis is frozen: alive and silent (SIGSTOP to the
 server and its children, as a hung host or a black-holed network leaves it: connections open,
-nothing answered). The real servers, frozen for real; the app is the fast tier's (the test
+nothing answered). The real servers (the session's, thawed before the next test), frozen for
+real; the app is the fast tier's (the test
 engine: no model is needed to wait on a store). Every request must end with a documented
 503 and ``Retry-After`` instead of waiting out the outage, every row must say what its client
 got, and the next request after the thaw must be answered, without a restart.
@@ -11,7 +12,6 @@ pytest-timeout (pyproject) is the net for a hang: nothing here asserts a duratio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,25 +30,6 @@ BOUNDS = {"store_read_s": 0.5, "ledger_write_s": 0.5, "redis_timeout_s": 0.5}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[PostgresServer]:
-    """A server of this module's own: freezing the session's would stall other tests."""
-    pg = PostgresServer.start()
-    if pg is None:
-        pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
-    yield pg
-    pg.stop()
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    rs = RedisServer.start()
-    if rs is None:
-        pytest.skip("redis-server is not installed here (.ci/run installs it)")
-    yield rs
-    rs.stop()
 
 
 async def _burst(app: FastApp, n: int) -> list[httpx.Response]:
@@ -75,13 +56,13 @@ def _unavailable(response: httpx.Response) -> bool:
 
 
 async def test_a_frozen_postgres_gets_503s_and_recovers(
-    tmp_path: Path, own_postgres: PostgresServer
+    tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    url = own_postgres.new_database()
+    url = postgres.new_database()
     async with fast_app(tmp_path, n_ctx=512, database_url=url, **BOUNDS) as app:
         before = await _burst(app, 2)  # pooled connections, as a server that has been running
         assert [r.status_code for r in before] == [200, 200]
-        with frozen(own_postgres.process):
+        with frozen(postgres.process):
             during = await _burst(app, 6)
             assert all(_unavailable(r) for r in during), [r.text for r in during]
         await app.gateway.late_rows_written()
@@ -91,12 +72,12 @@ async def test_a_frozen_postgres_gets_503s_and_recovers(
 
 
 async def test_a_frozen_redis_gets_503s_and_recovers(
-    tmp_path: Path, own_redis: RedisServer
+    tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    async with fast_app(tmp_path, n_ctx=512, redis_url=own_redis.url(), **BOUNDS) as app:
+    async with fast_app(tmp_path, n_ctx=512, redis_url=redis_server.url(), **BOUNDS) as app:
         before = await _burst(app, 2)
         assert [r.status_code for r in before] == [200, 200]
-        with frozen(own_redis.process):
+        with frozen(redis_server.process):
             during = await _burst(app, 6)
             assert all(_unavailable(r) for r in during), [r.text for r in during]
         after = await _burst(app, 2)
