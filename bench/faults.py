@@ -562,8 +562,11 @@ def rss_mib(pid: int) -> float:
 async def soak(seconds: float, model: str | None) -> int:
     from workloads import editors
 
+    # Limits far above what 4 typists send (60,000 tokens a minute is ~75 of their prompts):
+    # the soak is about memory and errors, not the limiter.
+    extra = ["--default-rpm", "1000000", "--default-tpm", "1000000000"]
     rig = await asyncio.to_thread(
-        lambda: Rig.start(upstreams=0, extra=["--model", model] if model else [])
+        lambda: Rig.start(upstreams=0, extra=extra + (["--model", model] if model else []))
     )
     sessions = editors(4, 400)
     tally, samples = Tally(), []
