@@ -518,35 +518,31 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[Rig], Awaitable[Result]]
     return every
 
 
+COLUMNS = ("scenario", "sent", "answered", "refused (status: n)", "hung", "conn. errors",
+           "rows (all)", "lost · wrong rows", "recovery s", "ok", "note")  # fmt: skip
+
+
+def cells(r: Result) -> list[str]:
+    """One scenario's row, for the console's table and the markdown one alike."""
+    t = r.tally
+    refused = ", ".join(f"{k}: {v}" for k, v in sorted(t.statuses.items()) if k != "200")
+    return [
+        r.name, str(t.sent), str(t.answered), refused or "-", str(t.hung),
+        str(t.connection_errors), str(r.rows), f"{r.lost_rows} · {r.wrong_rows}",
+        "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", "yes" if r.ok else "NO", r.note,
+    ]  # fmt: skip
+
+
 def table(results: list[Result]) -> Table:
-    out = Table("scenario", "sent", "answered", "refused (status: n)", "hung", "conn. errors",
-                "rows (all) / answered", "lost · wrong rows", "recovery s", "ok", "note",
-                title="Faults under load")  # fmt: skip
+    out = Table(*COLUMNS, title="Faults under load")
     for r in results:
-        t = r.tally
-        refused = ", ".join(f"{k}: {v}" for k, v in sorted(t.statuses.items()) if k != "200")
-        out.add_row(
-            r.name, str(t.sent), str(t.answered), refused or "-", str(t.hung),
-            str(t.connection_errors), f"{r.rows} / {t.answered}", f"{r.lost_rows} · {r.wrong_rows}",
-            "-" if r.recovery_s is None else f"{r.recovery_s:.1f}", "yes" if r.ok else "NO", r.note,
-        )  # fmt: skip
+        out.add_row(*cells(r))
     return out
 
 
 def markdown(results: list[Result]) -> str:
-    head = ("| scenario | sent | answered | refused (status: n) | hung | conn. errors | rows "
-            "(all) | lost · wrong rows | recovery s | ok |\n|" + " --- |" * 10 + "\n")  # fmt: skip
-    lines = []
-    for r in results:
-        t = r.tally
-        refused = ", ".join(f"{k}: {v}" for k, v in sorted(t.statuses.items()) if k != "200")
-        recovery = "-" if r.recovery_s is None else f"{r.recovery_s:.1f}"
-        lines.append(
-            f"| {r.name} | {t.sent} | {t.answered} | {refused or '-'} | {t.hung} | "
-            f"{t.connection_errors} | {r.rows} | {r.lost_rows} · {r.wrong_rows} | {recovery} | "
-            f"{'yes' if r.ok else 'NO'} |"
-        )
-    return head + "\n".join(lines) + "\n"
+    rows = [COLUMNS, ("---",) * len(COLUMNS), *map(cells, results)]
+    return "".join("| " + " | ".join(row) + " |\n" for row in rows)
 
 
 # -- the soak --------------------------------------------------------------------------------
