@@ -96,6 +96,21 @@ async def test_only_chunks_that_define_something_are_given(fast: FastApp) -> Non
     assert "def compute_total" in prompt and "order.cart" not in prompt
 
 
+async def test_chunks_only_like_the_window_are_not_given(fast: FastApp) -> None:
+    """A definition that shares the window's words but none of whose names the window uses
+    gives the model nothing it lacks: no chunk, until a window uses what it defines
+    (eval/RESULTS.md, "Anchored")."""
+    lookalike = (
+        "def apply_discount(prices, tax_rate, cart):\n"
+        "    subtotal = sum(item.price for item in cart)\n"
+        "    return [price * (1 - tax_rate) for price in prices], subtotal\n"
+    )
+    await _complete(fast, lookalike)
+    assert "<|file_sep|>" not in await _complete(fast, CHECKOUT)
+    using = CHECKOUT.replace("compute_total", "apply_discount")
+    assert "def apply_discount" in await _complete(fast, using)
+
+
 async def test_a_signature_cut_by_a_chunk_brings_its_parameters(fast: FastApp) -> None:
     """``def __init__(`` at a chunk's end, its parameters in the next chunk (which defines
     nothing): the model needs both halves (eval/RESULTS.md, "Signatures cut by a chunk")."""
@@ -166,7 +181,7 @@ async def test_memory_can_add_beside_client_context(tmp_path: Path) -> None:
         await _complete(fast, PRICING)
         await _complete(fast, "# shop/stock.py\ndef restock(item_count):\n    compute_total\n")
         snippets = f"+++++ shop/pricing.py \n{PRICING}\n+++++ shop/checkout.py\n"
-        prompt = await _complete(fast, snippets + CHECKOUT)
+        prompt = await _complete(fast, snippets + CHECKOUT + "restock(len(cart)) and ")
         assert prompt.count("def compute_total") == 1  # the client's copy, not memory's too
         assert prompt.index("def restock") < prompt.index("<|file_sep|>shop/pricing.py\n")
 

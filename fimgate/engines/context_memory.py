@@ -16,7 +16,8 @@ so every client gets it, including the many that send no context at all.
 - **Read**: for a prompt, the chunks of *other* files that hold a definition (a function,
   class or type, a top-level constant) and share the most names with its window, scored as
   BM25 scores a document (each shared name weighted by how rare it is among the chunks, a
-  name the chunk defines twice), none under ``MIN_SCORE``, within a size budget. A file's
+  name the chunk defines twice), none under ``MIN_SCORE``, within a size budget; and none
+  at all unless one of them defines a name the window uses (an anchor). A file's
   prompt gets again what it got (its start, and llama.cpp's cache of it, stay put) until a
   file is first shown after its last answer (the developer looked elsewhere and came back);
   then the best again.
@@ -302,7 +303,7 @@ class ContextMemory:
             and sum(scored[c.id] for c in best) < KEEP_UNLESS * sum(scored[c.id] for c in had)
         ):
             best = had
-        return self._give(mine, place, best)
+        return self._give(mine, place, best if _anchored(best, window) else [])
 
     def _readable(self, scope: Scope, place: str) -> Iterator[_File]:
         """The other files ``scope`` may read, most recently used key and file first."""
@@ -336,6 +337,16 @@ class ContextMemory:
             and (key == scope.key or scope.shared)
             and not _mostly_in(chunk.lines, window_lines)
         )
+
+
+def _anchored(chunks: list[Chunk], window: str) -> bool:
+    """Whether one of ``chunks`` defines a name the window uses and does not define: else
+    they only look like the window (its words, a pattern like its own) and give the model
+    nothing it lacks. On the 1.5B's holes that need no other file such sets cost two tasks
+    and won one; on the cross-file holes, where the name the hole needs is often not yet in
+    the window, they won none for either model (eval/RESULTS.md, "Anchored")."""
+    used = names_in(window) - defined_in(window)
+    return any(chunk.defines & used for chunk in chunks)
 
 
 def _mostly_in(lines: frozenset[str], among: set[str]) -> bool:
