@@ -355,11 +355,11 @@ async def under_load(
     return result
 
 
-def stopped(store: str, seconds: float) -> Fault:
-    """``store`` (``pg`` or ``redis``) shut down, and started again ``seconds`` later."""
+def stopped(store: Callable[[Rig], PostgresServer | RedisServer], seconds: float) -> Fault:
+    """The server ``store`` gives shut down, and started again ``seconds`` later."""
 
     async def fault(rig: Rig) -> str:
-        server = getattr(rig, store)
+        server = store(rig)
         await asyncio.to_thread(server.halt)
         await asyncio.sleep(seconds)
         await asyncio.to_thread(server.resume)
@@ -496,9 +496,9 @@ def scenarios(quick: bool) -> list[tuple[str, Callable[[Rig], Awaitable[Result]]
         return lambda rig: under_load(rig, name, fault, **kw)  # type: ignore[arg-type]
 
     every = [
-        ("postgres-stopped", loaded("PostgreSQL stopped", stopped("pg", d))),
+        ("postgres-stopped", loaded("PostgreSQL stopped", stopped(lambda r: r.pg, d))),
         ("postgres-frozen", loaded("PostgreSQL frozen", frozen_for(lambda r: r.pg.process, d + 5))),
-        ("redis-stopped", loaded("Redis stopped", stopped("redis", d))),
+        ("redis-stopped", loaded("Redis stopped", stopped(lambda r: r.redis, d))),
         ("redis-frozen", loaded("Redis frozen", frozen_for(lambda r: r.redis.process, d + 5))),
         ("upstream-frozen", loaded("one of 2 upstreams frozen, short answers",
                                    frozen_for(first_upstream, d + 5))),

@@ -1,10 +1,10 @@
 """What a request meets when PostgreSQL or Redis is frozen: alive and silent (SIGSTOP to the
 server and its children, as a hung host or a black-holed network leaves it: connections open,
 nothing answered). The real servers (the session's, thawed before the next test), frozen for
-real; the app is the fast tier's (the test
-engine: no model is needed to wait on a store). Every request must end with a documented
-503 and ``Retry-After`` instead of waiting out the outage, every row must say what its client
-got, and the next request after the thaw must be answered, without a restart.
+real; the app is the fast tier's (the test engine: no model is needed to wait on a store).
+Every request must end with a documented 503 and ``Retry-After`` instead of waiting out the
+outage, every row must say what its client got, and the next request after the thaw must be
+answered, without a restart.
 
 pytest-timeout (pyproject) is the net for a hang: nothing here asserts a duration.
 """

@@ -291,7 +291,8 @@ class ContextMemory:
         pool = candidates + [c for c in had if c.id not in known]
         if not pool:
             return self._give(mine, place, [])
-        scored = _bm25(pool, names_in(window))
+        names = names_in(window)
+        scored = _bm25(pool, names)
         # Names are weighed as rare or not among all it showed; only definitions are given.
         ranked = sorted((c for c in candidates if c.has_definition and scored[c.id] >= MIN_SCORE),
                         key=lambda c: (-scored[c.id], c.id))  # fmt: skip
@@ -303,7 +304,8 @@ class ContextMemory:
             and sum(scored[c.id] for c in best) < KEEP_UNLESS * sum(scored[c.id] for c in had)
         ):
             best = had
-        return self._give(mine, place, best if _anchored(best, window) else [])
+        anchored = _anchored(best, names - defined_in(window))
+        return self._give(mine, place, best if anchored else [])
 
     def _readable(self, scope: Scope, place: str) -> Iterator[_File]:
         """The other files ``scope`` may read, most recently used key and file first."""
@@ -339,13 +341,13 @@ class ContextMemory:
         )
 
 
-def _anchored(chunks: list[Chunk], window: str) -> bool:
-    """Whether one of ``chunks`` defines a name the window uses and does not define: else
-    they only look like the window (its words, a pattern like its own) and give the model
-    nothing it lacks. On the 1.5B's holes that need no other file such sets cost two tasks
-    and won one; on the cross-file holes, where the name the hole needs is often not yet in
-    the window, they won none for either model (eval/RESULTS.md, "Anchored")."""
-    used = names_in(window) - defined_in(window)
+def _anchored(chunks: list[Chunk], used: set[str]) -> bool:
+    """Whether one of ``chunks`` defines a name the window uses (``used``: its names but
+    those it defines itself): else they only look like the window (its words, a pattern
+    like its own) and give the model nothing it lacks. On the 1.5B's holes that need no
+    other file such sets cost two tasks and won one; on the cross-file holes, where the name
+    the hole needs is often not yet in the window, they won none for either model
+    (eval/RESULTS.md, "Anchored")."""
     return any(chunk.defines & used for chunk in chunks)
 
 
